@@ -1,0 +1,360 @@
+//! State, in domain words. The gateway talks to its store only through the small capability
+//! traits below; two backends implement all of them:
+//!
+//! - `embedded` — a redb file, the default, for one gateway node;
+//! - `redis`    — shared by many gateway replicas (revocations travel over pub/sub).
+//!
+//! Records are serialized as JSON in both backends. New optional fields get `#[serde(default)]`,
+//! so the records of later features (2FA state, OAuth identities, service tokens) are added
+//! without migrating what is stored. Secrets never appear here in a usable form: passwords are
+//! argon2id PHC strings, session ids are stored as the SHA-256 of the cookie secret.
+//!
+//! Every operation that must be atomic is atomic inside the backend (one redb write
+//! transaction, one Redis command or Lua script); callers never read-then-write.
+//! `tests/it/store_conformance.rs` runs the same suite against both backends.
+
+pub mod embedded;
+pub mod redis;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::UnixTime;
+use crate::metrics::Metrics;
+
+pub const SECONDS_PER_DAY: i64 = 86_400;
+
+/// The session durations an organization may choose, in days (product page: 1, 7, 14 or 30).
+pub const ALLOWED_SESSION_DAYS: [u32; 4] = [1, 7, 14, 30];
+pub const DEFAULT_SESSION_DAYS: u32 = 7;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend did not answer or failed; callers fail closed (503).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A uniqueness rule was violated (e.g. an email already taken).
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
+    /// A stored record could not be decoded.
+    #[error("corrupt record at {key}: {reason}")]
+    Corrupt { key: String, reason: String },
+    /// The embedded file is held by another process (usually the running gateway).
+    #[error("the embedded store {0} is in use by another process (is the gateway running? stop it, or use the API)")]
+    Locked(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Organization {
+    pub id: String,
+    pub name: String,
+    pub session_duration_days: u32,
+    pub created_at: UnixTime,
+}
+
+impl Organization {
+    pub fn session_lifetime_secs(&self) -> i64 {
+        i64::from(self.session_duration_days) * SECONDS_PER_DAY
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Member,
+}
+
+/// Fine-grained rights beyond the role; names as the product page spells them.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+pub enum Permission {
+    #[serde(rename = "allowManageServiceTokens")]
+    AllowManageServiceTokens,
+}
+
+impl Permission {
+    pub const ALL: [Permission; 1] = [Permission::AllowManageServiceTokens];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::AllowManageServiceTokens => "allowManageServiceTokens",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Permission> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Membership {
+    pub org_id: String,
+    pub role: Role,
+    #[serde(default)]
+    pub permissions: Vec<Permission>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    /// As entered; uniqueness is checked on the lowercased form.
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    #[serde(default)]
+    pub job_title: Option<String>,
+    #[serde(default)]
+    pub mobile_phone: Option<String>,
+    #[serde(default)]
+    pub business_phone: Option<String>,
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// argon2id PHC string; `None` for users who can only sign in with a linked provider.
+    #[serde(default)]
+    pub password_hash: Option<String>,
+    #[serde(default)]
+    pub memberships: Vec<Membership>,
+    pub created_at: UnixTime,
+    pub updated_at: UnixTime,
+}
+
+impl User {
+    pub fn display_name(&self) -> String {
+        format!("{} {}", self.first_name, self.last_name)
+    }
+
+    pub fn membership(&self, org_id: &str) -> Option<&Membership> {
+        self.memberships.iter().find(|m| m.org_id == org_id)
+    }
+}
+
+/// Why a session stopped being valid before (or at) its natural end.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    LoggedOut,
+    ExpiredByAdmin,
+    TimedOut,
+    PasswordChanged,
+}
+
+/// A browser session. Keyed by the SHA-256 of the cookie secret; `id` is the public handle
+/// admins see and use for "Expire now". The lifetime is not stored: it is always
+/// `created_at + organization duration`, so lowering the duration shortens existing sessions.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Session {
+    pub id: String,
+    pub token_hash: String,
+    pub user_id: String,
+    pub org_id: String,
+    pub ip: String,
+    pub user_agent: String,
+    pub created_at: UnixTime,
+    pub last_activity_at: UnixTime,
+    pub csrf_token: String,
+    #[serde(default)]
+    pub ended_at: Option<UnixTime>,
+    #[serde(default)]
+    pub ended_reason: Option<EndReason>,
+}
+
+impl Session {
+    /// When the session stops (or stopped) being valid under the given organization policy.
+    pub fn expires_at(&self, org: &Organization) -> UnixTime {
+        let natural = self.created_at + org.session_lifetime_secs();
+        match self.ended_at {
+            Some(ended) => ended.min(natural),
+            None => natural,
+        }
+    }
+
+    pub fn is_active(&self, org: &Organization, now: UnixTime) -> bool {
+        self.ended_reason.is_none() && now < self.expires_at(org)
+    }
+
+    /// The reason shown for an inactive session (a natural expiry is `timed_out`).
+    pub fn end_reason(&self, org: &Organization, now: UnixTime) -> Option<EndReason> {
+        match self.ended_reason {
+            Some(r) => Some(r),
+            None if now >= self.expires_at(org) => Some(EndReason::TimedOut),
+            None => None,
+        }
+    }
+}
+
+/// Failed attempts counted under one key inside a fixed window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FailureCount {
+    pub count: u32,
+    /// Time of the most recent failure (0 when none).
+    pub last_failure_at: UnixTime,
+}
+
+/// A message to every replica: drop what you cached about this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidation {
+    /// A session ended; carries its token hash (the cache key).
+    Session(String),
+    /// An organization changed (e.g. its session duration); drop its cached sessions.
+    Org(String),
+    /// A user changed; drop what is cached about them.
+    User(String),
+}
+
+impl Invalidation {
+    pub fn encode(&self) -> String {
+        match self {
+            Invalidation::Session(h) => format!("session:{h}"),
+            Invalidation::Org(id) => format!("org:{id}"),
+            Invalidation::User(id) => format!("user:{id}"),
+        }
+    }
+
+    pub fn decode(s: &str) -> Option<Invalidation> {
+        let (kind, value) = s.split_once(':')?;
+        let value = value.to_string();
+        match kind {
+            "session" => Some(Invalidation::Session(value)),
+            "org" => Some(Invalidation::Org(value)),
+            "user" => Some(Invalidation::User(value)),
+            _ => None,
+        }
+    }
+}
+
+/// What a replica hears on the invalidation channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InvalidationEvent {
+    Invalidate(Invalidation),
+    /// The feed was (re)connected or lost: anything cached may be stale, drop it all.
+    Resync,
+}
+
+/// Organizations, users and their memberships.
+#[async_trait]
+pub trait DirectoryStore {
+    async fn create_org(&self, org: &Organization) -> StoreResult<()>;
+    async fn get_org(&self, id: &str) -> StoreResult<Option<Organization>>;
+    /// Returns the updated organization, `None` if it does not exist.
+    async fn set_session_duration(
+        &self,
+        org_id: &str,
+        days: u32,
+    ) -> StoreResult<Option<Organization>>;
+    /// Fails with `Conflict` when the email (case-insensitively) is taken.
+    async fn create_user(&self, user: &User) -> StoreResult<()>;
+    async fn get_user(&self, id: &str) -> StoreResult<Option<User>>;
+    async fn find_user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
+}
+
+/// Browser sessions: the hot path reads them, the account app creates and ends them.
+#[async_trait]
+pub trait SessionStore {
+    async fn create_session(&self, session: &Session) -> StoreResult<()>;
+    async fn session_by_token(&self, token_hash: &str) -> StoreResult<Option<Session>>;
+    async fn get_session(&self, id: &str) -> StoreResult<Option<Session>>;
+    /// Ends an active session and returns it; an already ended session is returned unchanged
+    /// (the first reason wins). `None` if no such session.
+    async fn end_session(
+        &self,
+        id: &str,
+        reason: EndReason,
+        now: UnixTime,
+    ) -> StoreResult<Option<Session>>;
+    /// Records activity (written at most once a minute per session by the proxy).
+    async fn touch_session(&self, token_hash: &str, now: UnixTime, ip: &str) -> StoreResult<()>;
+    /// Every retained session of the organization, active or not.
+    async fn list_org_sessions(&self, org_id: &str) -> StoreResult<Vec<Session>>;
+    /// Deletes sessions that stopped being valid before `cutoff`; returns how many.
+    async fn purge_sessions(&self, cutoff: UnixTime) -> StoreResult<usize>;
+}
+
+/// Counters for brute-force protection.
+#[async_trait]
+pub trait RateLimitStore {
+    /// Atomically counts one failure; the window starts at the first failure.
+    async fn record_failure(
+        &self,
+        key: &str,
+        now: UnixTime,
+        window_secs: i64,
+    ) -> StoreResult<FailureCount>;
+    /// The failures counted in the current window (zero once it ran out).
+    async fn failures(
+        &self,
+        key: &str,
+        now: UnixTime,
+        window_secs: i64,
+    ) -> StoreResult<FailureCount>;
+    async fn clear_failures(&self, key: &str) -> StoreResult<()>;
+}
+
+/// Everything the gateway needs from its state.
+#[async_trait]
+pub trait Store: DirectoryStore + SessionStore + RateLimitStore + Send + Sync + 'static {
+    fn backend_name(&self) -> &'static str;
+    /// A cheap round trip used by `/readyz`.
+    async fn ping(&self) -> StoreResult<()>;
+    /// Tells the other replicas to drop cached state. The local cache is evicted by the caller.
+    async fn publish(&self, invalidation: &Invalidation) -> StoreResult<()>;
+    /// Runs until `shutdown` fires, passing every invalidation published by any replica to
+    /// `on_event`. A single-node backend has nobody to hear from and just waits.
+    async fn watch_invalidations(
+        &self,
+        on_event: &(dyn Fn(InvalidationEvent) + Send + Sync),
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    );
+}
+
+pub type SharedStore = Arc<dyn Store>;
+
+/// Opens the backend named by `store.url`: `embedded:PATH` or `redis://...`.
+pub fn open(url: &str, metrics: Arc<Metrics>) -> StoreResult<SharedStore> {
+    if let Some(path) = url.strip_prefix("embedded:") {
+        Ok(Arc::new(embedded::EmbeddedStore::open(path, metrics)?))
+    } else if url.starts_with("redis://") || url.starts_with("rediss://") {
+        redis::RedisStore::open_shared(url, metrics)
+    } else {
+        Err(StoreError::Unavailable(format!(
+            "unsupported store url {url:?}: expected embedded:PATH or redis://"
+        )))
+    }
+}
+
+/// Times one store operation and counts its failures; both backends wrap every call in it.
+pub(crate) async fn observed<T, F>(metrics: &Metrics, op: &'static str, fut: F) -> StoreResult<T>
+where
+    F: std::future::Future<Output = StoreResult<T>>,
+{
+    let timer = metrics.store_seconds.with_label_values(&[op]).start_timer();
+    let result = fut.await;
+    timer.observe_duration();
+    if matches!(result, Err(StoreError::Unavailable(_))) {
+        metrics.store_errors.with_label_values(&[op]).inc();
+    }
+    result
+}
+
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> StoreResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        key: key.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> StoreResult<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt {
+        key: "<encode>".to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Fixed-window failure counting shared by both backends' semantics: a window that has run
+/// out starts over.
+pub(crate) fn window_expired(first_failure_at: UnixTime, window_secs: i64, now: UnixTime) -> bool {
+    now >= first_failure_at + window_secs
+}
