@@ -13,6 +13,7 @@
 //! transaction, one Redis command or Lua script); callers never read-then-write.
 //! `tests/it/store_conformance.rs` runs the same suite against both backends.
 
+pub mod cache;
 pub mod embedded;
 pub mod redis;
 

@@ -1,0 +1,249 @@
+//! The JSON API under `/auth/api/v1/`: the caller's profile, and for organization admins the
+//! session duration setting, the session lists and "Expire now".
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::extract::{Caller, JsonBody};
+use super::AppState;
+use crate::clock::rfc3339;
+use crate::store::cache::revoke;
+use crate::store::{
+    EndReason, Invalidation, Organization, Role, Session, User, ALLOWED_SESSION_DAYS,
+    SECONDS_PER_DAY,
+};
+
+/// Ids are ours (`org_<hex>`); anything longer or odder cannot exist.
+fn plausible_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+fn profile(user: &User) -> Value {
+    json!({
+        "id": user.id,
+        "email": user.email,
+        "first_name": user.first_name,
+        "last_name": user.last_name,
+        "job_title": user.job_title,
+        "mobile_phone": user.mobile_phone,
+        "business_phone": user.business_phone,
+        "timezone": user.timezone,
+    })
+}
+
+pub async fn me(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    let mut orgs = Vec::new();
+    for m in &caller.user.memberships {
+        if let Some(org) = state.store.get_org(&m.org_id).await? {
+            orgs.push(json!({
+                "id": org.id,
+                "name": org.name,
+                "role": m.role,
+                "permissions": m.permissions,
+            }));
+        }
+    }
+    let mut body = profile(&caller.user);
+    if let Value::Object(map) = &mut body {
+        map.insert("organizations".into(), Value::Array(orgs));
+        map.insert("csrf_token".into(), json!(caller.session.csrf_token));
+        map.insert(
+            "session".into(),
+            json!({ "id": caller.session.id, "organization_id": caller.session.org_id }),
+        );
+        map.insert("client_ip".into(), json!(caller.client_ip));
+    }
+    Ok(Json(body))
+}
+
+/// The organization, if the caller administers it: 404 for an unknown id, 403 for a non-admin.
+async fn administered_org(
+    state: &AppState,
+    caller: &Caller,
+    org_id: &str,
+) -> Result<Organization, ApiError> {
+    if !plausible_id(org_id) {
+        return Err(ApiError::NotFound);
+    }
+    let org = state
+        .store
+        .get_org(org_id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    match caller.user.membership(org_id) {
+        Some(m) if m.role == Role::Admin => Ok(org),
+        _ => Err(ApiError::forbidden(
+            "forbidden",
+            "Only administrators of this organization may do this.",
+        )),
+    }
+}
+
+fn settings_json(org: &Organization) -> Json<Value> {
+    Json(json!({
+        "organization_id": org.id,
+        "name": org.name,
+        "session_duration_days": org.session_duration_days,
+        "allowed_session_duration_days": ALLOWED_SESSION_DAYS,
+    }))
+}
+
+pub async fn get_settings(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(org_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let org = administered_org(&state, &caller, &org_id).await?;
+    Ok(settings_json(&org))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsUpdate {
+    session_duration_days: Value,
+}
+
+pub async fn put_settings(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(org_id): Path<String>,
+    JsonBody(update): JsonBody<SettingsUpdate>,
+) -> Result<Json<Value>, ApiError> {
+    administered_org(&state, &caller, &org_id).await?;
+    let days = update
+        .session_duration_days
+        .as_u64()
+        .and_then(|d| u32::try_from(d).ok())
+        .filter(|d| ALLOWED_SESSION_DAYS.contains(d))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_session_duration",
+                "session_duration_days must be one of 1, 7, 14, 30",
+            )
+        })?;
+    let org = state
+        .store
+        .set_session_duration(&org_id, days)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    // Cached sessions of this org carry the old expiry: drop them everywhere.
+    revoke(&state.cache, &state.store, &Invalidation::Org(org_id)).await?;
+    Ok(settings_json(&org))
+}
+
+#[derive(Deserialize)]
+pub struct SessionsQuery {
+    #[serde(default)]
+    state: Option<String>,
+}
+
+fn session_json(s: &Session, org: &Organization, user_name: &str, now: i64) -> Value {
+    let reason = s.end_reason(org, now);
+    json!({
+        "id": s.id,
+        "user_id": s.user_id,
+        "user_name": user_name,
+        "ip": s.ip,
+        "user_agent": s.user_agent,
+        "created_at": rfc3339(s.created_at),
+        "last_activity_at": rfc3339(s.last_activity_at),
+        "expires_at": rfc3339(s.expires_at(org)),
+        "state": if reason.is_none() { "active" } else { "expired" },
+        "ended_reason": reason,
+    })
+}
+
+pub async fn list_sessions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(org_id): Path<String>,
+    Query(q): Query<SessionsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let org = administered_org(&state, &caller, &org_id).await?;
+    let want_active = match q.state.as_deref() {
+        None | Some("active") => true,
+        Some("expired") => false,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_state",
+                "state must be active or expired",
+            ))
+        }
+    };
+    let now = state.clock.now();
+    let retained_since = now - i64::from(state.expired_retention_days) * SECONDS_PER_DAY;
+    let mut sessions: Vec<Session> = state
+        .store
+        .list_org_sessions(&org_id)
+        .await?
+        .into_iter()
+        .filter(|s| {
+            if want_active {
+                s.is_active(&org, now)
+            } else {
+                !s.is_active(&org, now) && s.expires_at(&org) >= retained_since
+            }
+        })
+        .collect();
+    sessions.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    let mut names: HashMap<String, String> = HashMap::new();
+    let mut out = Vec::with_capacity(sessions.len());
+    for s in &sessions {
+        if !names.contains_key(&s.user_id) {
+            let name = match state.store.get_user(&s.user_id).await? {
+                Some(u) => u.display_name(),
+                None => String::new(),
+            };
+            names.insert(s.user_id.clone(), name);
+        }
+        let name = names.get(&s.user_id).map(String::as_str).unwrap_or("");
+        out.push(session_json(s, &org, name, now));
+    }
+    Ok(Json(json!({ "sessions": out })))
+}
+
+pub async fn expire_session(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((org_id, session_id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    administered_org(&state, &caller, &org_id).await?;
+    if !plausible_id(&session_id) {
+        return Err(ApiError::NotFound);
+    }
+    let session = state
+        .store
+        .get_session(&session_id)
+        .await?
+        .filter(|s| s.org_id == org_id)
+        .ok_or(ApiError::NotFound)?;
+    let ended = state
+        .store
+        .end_session(&session.id, EndReason::ExpiredByAdmin, state.clock.now())
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    // Returns only after every replica has been told: from now on the cookie is refused.
+    revoke(
+        &state.cache,
+        &state.store,
+        &Invalidation::Session(ended.token_hash),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn jwks(State(state): State<AppState>) -> Response {
+    let mut resp = Json(state.signer.jwks()).into_response();
+    resp.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("public, max-age=300"),
+    );
+    resp
+}

@@ -1,0 +1,241 @@
+//! Login and logout: `GET /auth/login` (the page), `POST /auth/login` (JSON or form),
+//! `POST /auth/logout`.
+//!
+//! A login runs the steps of `auth::login`: brute-force check (per account and per IP), password
+//! verification on the blocking pool (a dummy hash for unknown accounts, so both cost the same),
+//! then a fresh session with a new random id. Wrong password and unknown email look identical.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Json;
+use serde::Deserialize;
+
+use super::error::ApiError;
+use super::extract::{client_ip, user_agent, JsonOrForm};
+use super::AppState;
+use crate::auth::login::{after_password, safe_next, LoginStep};
+use crate::auth::password::MAX_PASSWORD_BYTES;
+use crate::auth::ratelimit::Backoff;
+use crate::auth::secret::{hash_secret, new_csrf_token, new_id, new_session_secret};
+use crate::store::cache::revoke;
+use crate::store::{EndReason, Invalidation, Session};
+
+const MAX_EMAIL_BYTES: usize = 254;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    email: String,
+    password: String,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+pub async fn login_page() -> Response {
+    // The page reads `next` and `error` itself; nothing from the query is echoed into HTML.
+    super::ui::html(super::ui::LOGIN_HTML)
+}
+
+fn account_key(email: &str) -> String {
+    format!("login:account:{}", email.trim().to_lowercase())
+}
+
+fn ip_key(ip: &str) -> String {
+    format!("login:ip:{ip}")
+}
+
+pub async fn login(
+    State(state): State<AppState>,
+    parts: axum::http::request::Parts,
+    body: JsonOrForm<LoginRequest>,
+) -> Result<Response, ApiError> {
+    let (req, is_form) = match body {
+        JsonOrForm::Json(r) => (r, false),
+        JsonOrForm::Form(r) => (r, true),
+    };
+    let next = safe_next(req.next.as_deref());
+    let result = login_inner(&state, &parts, &req).await;
+    state
+        .metrics
+        .logins
+        .with_label_values(&[match &result {
+            Ok(_) => "success",
+            Err(ApiError::InvalidCredentials) => "invalid_credentials",
+            Err(ApiError::RateLimited { .. }) => "rate_limited",
+            Err(ApiError::BadRequest { .. }) => "bad_request",
+            Err(ApiError::Unavailable) => "store_unavailable",
+            Err(_) => "error",
+        }])
+        .inc();
+    match (result, is_form) {
+        (Ok(done), false) => Ok(done.json_response()),
+        (Ok(done), true) => {
+            let mut resp = Redirect::to(&next).into_response();
+            done.set_cookie(resp.headers_mut());
+            Ok(resp)
+        }
+        (Err(e), true) => {
+            let code = match e {
+                ApiError::InvalidCredentials => "invalid_credentials",
+                ApiError::RateLimited { .. } => "too_many_attempts",
+                ApiError::BadRequest { .. } => "invalid_request",
+                _ => "unavailable",
+            };
+            Ok(Redirect::to(&format!(
+                "/auth/login?error={code}&next={}",
+                crate::web::query_escape(&next)
+            ))
+            .into_response())
+        }
+        (Err(e), false) => Err(e),
+    }
+}
+
+/// A successful login, ready to answer.
+struct LoggedIn {
+    user_id: String,
+    csrf_token: String,
+    cookie: String,
+}
+
+impl LoggedIn {
+    fn set_cookie(&self, headers: &mut HeaderMap) {
+        if let Ok(v) = HeaderValue::from_str(&self.cookie) {
+            headers.append(header::SET_COOKIE, v);
+        }
+    }
+
+    fn json_response(self) -> Response {
+        let mut resp = Json(serde_json::json!({
+            "status": "ok",
+            "user_id": self.user_id,
+            "csrf_token": self.csrf_token,
+        }))
+        .into_response();
+        self.set_cookie(resp.headers_mut());
+        resp
+    }
+}
+
+async fn login_inner(
+    state: &AppState,
+    parts: &axum::http::request::Parts,
+    req: &LoginRequest,
+) -> Result<LoggedIn, ApiError> {
+    if req.email.is_empty() || req.email.len() > MAX_EMAIL_BYTES {
+        return Err(ApiError::bad_request(
+            "invalid_email",
+            "email: required, at most 254 bytes",
+        ));
+    }
+    if req.password.is_empty() || req.password.len() > MAX_PASSWORD_BYTES {
+        return Err(ApiError::bad_request(
+            "invalid_password",
+            "password: required, at most 1024 bytes",
+        ));
+    }
+    let now = state.clock.now();
+    let ip = client_ip(parts);
+    let (acct_key, ip_key) = (account_key(&req.email), ip_key(&ip));
+    let window = state.login.failure_window_seconds;
+    let per_account = Backoff {
+        threshold: state.login.max_failures_per_account,
+        base_secs: state.login.backoff_base_seconds,
+        window_secs: window,
+    };
+    let per_ip = Backoff {
+        threshold: state.login.max_failures_per_ip,
+        ..per_account
+    };
+    let wait = [
+        per_account.retry_after(state.store.failures(&acct_key, now, window).await?, now),
+        per_ip.retry_after(state.store.failures(&ip_key, now, window).await?, now),
+    ]
+    .into_iter()
+    .flatten()
+    .max();
+    if let Some(retry_after) = wait {
+        return Err(ApiError::RateLimited { retry_after });
+    }
+
+    let user = state.store.find_user_by_email(req.email.trim()).await?;
+    let passwords = state.passwords.clone();
+    let password = req.password.clone();
+    let stored_hash = user.as_ref().and_then(|u| u.password_hash.clone());
+    let password_ok =
+        tokio::task::spawn_blocking(move || passwords.verify(&password, stored_hash.as_deref()))
+            .await
+            .map_err(ApiError::internal)?;
+
+    match after_password(user.as_ref(), password_ok) {
+        LoginStep::Rejected => {
+            state.store.record_failure(&acct_key, now, window).await?;
+            state.store.record_failure(&ip_key, now, window).await?;
+            Err(ApiError::InvalidCredentials)
+        }
+        LoginStep::NoOrganization => Err(ApiError::forbidden(
+            "no_organization",
+            "This account belongs to no organization; ask an administrator.",
+        )),
+        LoginStep::IssueSession { user_id, org_id } => {
+            state.store.clear_failures(&acct_key).await?;
+            let org =
+                state.store.get_org(&org_id).await?.ok_or_else(|| {
+                    ApiError::internal(format!("membership in missing org {org_id}"))
+                })?;
+            let secret = new_session_secret();
+            let session = Session {
+                id: new_id("ses"),
+                token_hash: hash_secret(&secret),
+                user_id: user_id.clone(),
+                org_id,
+                ip,
+                user_agent: user_agent(parts),
+                created_at: now,
+                last_activity_at: now,
+                csrf_token: new_csrf_token(),
+                ended_at: None,
+                ended_reason: None,
+            };
+            state.store.create_session(&session).await?;
+            let cookie = state.session_cookie(&secret, org.session_lifetime_secs());
+            Ok(LoggedIn {
+                user_id,
+                csrf_token: session.csrf_token,
+                cookie,
+            })
+        }
+    }
+}
+
+/// Ends the caller's session (if any) and clears the cookie. Always 204: logging out twice,
+/// or without a session, is not an error.
+pub async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let session_id = headers
+        .get("x-auth-session-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| headers.get("x-auth-method").and_then(|v| v.to_str().ok()) == Some("session"));
+    if let Some(id) = session_id {
+        if let Some(ended) = state
+            .store
+            .end_session(id, EndReason::LoggedOut, state.clock.now())
+            .await?
+        {
+            revoke(
+                &state.cache,
+                &state.store,
+                &Invalidation::Session(ended.token_hash),
+            )
+            .await?;
+        }
+    }
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    if let Ok(v) = HeaderValue::from_str(&state.session_cookie("", 0)) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    Ok(resp)
+}

@@ -1,0 +1,139 @@
+//! The account app: login pages, the JSON API and the UI files. It is just another upstream
+//! behind the gateway — it listens on a private unix socket only the gateway reaches, and gets
+//! the same pre-authenticated identity headers as the platform. Handlers are thin: decode,
+//! apply the rules in `auth`, read or write the store, map the error.
+
+mod api;
+mod error;
+mod extract;
+mod login;
+mod ui;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderName, HeaderValue};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+
+use crate::auth::jwt::JwtSigner;
+use crate::auth::password::Passwords;
+use crate::clock::SharedClock;
+use crate::config::LoginConfig;
+use crate::metrics::Metrics;
+use crate::store::cache::AuthCache;
+use crate::store::SharedStore;
+use crate::web::{CSP_NONE, SECURITY_HEADERS};
+
+/// Largest request body the app reads (the gateway refuses larger ones by Content-Length
+/// already; this catches chunked bodies).
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: SharedStore,
+    pub cache: Arc<AuthCache>,
+    pub clock: SharedClock,
+    pub metrics: Arc<Metrics>,
+    pub passwords: Arc<Passwords>,
+    pub signer: Arc<JwtSigner>,
+    pub login: LoginConfig,
+    pub cookie_name: String,
+    pub cookie_secure: bool,
+    pub expired_retention_days: u32,
+}
+
+impl AppState {
+    /// `Set-Cookie` for a session secret; an empty secret with max-age 0 clears the cookie.
+    pub fn session_cookie(&self, secret: &str, max_age_secs: i64) -> String {
+        format!(
+            "{}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
+            self.cookie_name,
+            secret,
+            max_age_secs,
+            if self.cookie_secure { "; Secure" } else { "" }
+        )
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/auth/login", get(login::login_page).post(login::login))
+        .route("/auth/logout", post(login::logout))
+        .route("/auth/.well-known/jwks.json", get(api::jwks))
+        .route("/auth/ui/{name}", get(ui::asset))
+        .route("/auth/api/v1/me", get(api::me))
+        .route(
+            "/auth/api/v1/orgs/{org_id}/settings",
+            get(api::get_settings).put(api::put_settings),
+        )
+        .route(
+            "/auth/api/v1/orgs/{org_id}/sessions",
+            get(api::list_sessions),
+        )
+        .route(
+            "/auth/api/v1/orgs/{org_id}/sessions/{session_id}/expire",
+            post(api::expire_session),
+        )
+        .fallback(ui::not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(state)
+}
+
+/// Every response gets the shared security headers; handlers that set their own cache or CSP
+/// policy keep it.
+async fn security_headers(mut resp: Response) -> Response {
+    let headers = resp.headers_mut();
+    for (name, value) in SECURITY_HEADERS {
+        let name = HeaderName::from_static(name);
+        if !headers.contains_key(&name) {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+    }
+    if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP_NONE),
+        );
+    }
+    resp
+}
+
+/// Runs the app on a unix socket (mode 0600) inside the gateway process.
+pub struct AccountService {
+    pub state: AppState,
+    pub socket: PathBuf,
+}
+
+#[async_trait]
+impl BackgroundService for AccountService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let _ = std::fs::remove_file(&self.socket);
+        let listener = match tokio::net::UnixListener::bind(&self.socket) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(socket = %self.socket.display(), error = %e, "account app cannot listen");
+                return;
+            }
+        };
+        if let Err(e) =
+            std::fs::set_permissions(&self.socket, std::fs::Permissions::from_mode(0o600))
+        {
+            tracing::warn!(error = %e, "cannot restrict the account socket");
+        }
+        let app = router(self.state.clone());
+        let served = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = shutdown.changed().await;
+        });
+        if let Err(e) = served.await {
+            tracing::error!(error = %e, "account app stopped");
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! The rules, free of HTTP and storage types: passwords, session secrets, login steps,
+//! brute-force backoff, the identity the gateway vouches for, and the upstream JWT.
+
+pub mod identity;
+pub mod jwt;
+pub mod login;
+pub mod password;
+pub mod ratelimit;
+pub mod secret;
+pub mod session;

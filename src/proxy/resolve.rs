@@ -1,0 +1,70 @@
+//! Turns a credential into an identity: from the cache when possible, else from the store
+//! (session, its organization, its user), then cached. Store failures surface as errors so the
+//! caller can fail closed.
+
+use std::sync::Arc;
+
+use crate::auth::session;
+use crate::clock::UnixTime;
+use crate::metrics::Metrics;
+use crate::store::cache::{AuthCache, CachedAuth, Hit, TOUCH_INTERVAL_SECS};
+use crate::store::{SharedStore, StoreError};
+
+pub struct Resolver {
+    pub store: SharedStore,
+    pub cache: Arc<AuthCache>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Resolver {
+    /// `Ok(None)`: the session is unknown, ended or expired.
+    pub async fn session(
+        &self,
+        token_hash: &str,
+        now: UnixTime,
+    ) -> Result<Option<Hit>, StoreError> {
+        if let Some(hit) = self.cache.get(token_hash, now) {
+            self.metrics.cache_lookups.with_label_values(&["hit"]).inc();
+            return Ok(Some(hit));
+        }
+        self.metrics
+            .cache_lookups
+            .with_label_values(&["miss"])
+            .inc();
+        let generation = self.cache.generation();
+        let Some(stored) = self.store.session_by_token(token_hash).await? else {
+            return Ok(None);
+        };
+        let org = match self.cache.org(&stored.org_id, now) {
+            Some(org) => org,
+            None => match self.store.get_org(&stored.org_id).await? {
+                Some(org) => {
+                    let org = Arc::new(org);
+                    self.cache.put_org(org.clone(), now, generation);
+                    org
+                }
+                None => return Ok(None),
+            },
+        };
+        if !stored.is_active(&org, now) {
+            return Ok(None);
+        }
+        let user = self.store.get_user(&stored.user_id).await?;
+        let Some((identity, valid_until)) = session::verify(&stored, &org, user.as_ref(), now)
+        else {
+            return Ok(None);
+        };
+        let auth = Arc::new(CachedAuth {
+            identity,
+            valid_until,
+        });
+        self.cache
+            .insert(token_hash.to_string(), auth.clone(), now, generation);
+        Ok(Some(Hit {
+            auth,
+            jwt: None,
+            // A fresh lookup just read the record; activity is recorded on the next minute.
+            touch_due: now > stored.last_activity_at + TOUCH_INTERVAL_SECS,
+        }))
+    }
+}
