@@ -1,15 +1,836 @@
-//! The Redis backend (being written).
-use std::sync::Arc;
+//! The Redis backend, shared by many gateway replicas; revocations travel over pub/sub.
+//!
+//! Key layout (every key starts with `xgw:` so the gateway can share a Redis with other users
+//! and an operator can tell its keys apart at a glance):
+//!
+//! | key                           | type   | holds                                          |
+//! |-------------------------------|--------|------------------------------------------------|
+//! | `xgw:org:{id}`                | string | organization JSON                              |
+//! | `xgw:orgs`                    | set    | every organization id                          |
+//! | `xgw:user:{id}`               | string | user JSON                                      |
+//! | `xgw:user_email:{email}`      | string | user id, keyed by the *lowercased* email       |
+//! | `xgw:session:{token_hash}`    | string | session JSON, keyed like the hot path asks     |
+//! | `xgw:session_id:{id}`         | string | token hash, for admin actions by public id     |
+//! | `xgw:org_sessions:{org_id}`   | set    | session ids of the organization                |
+//! | `xgw:fail:{key}`              | hash   | `count`, `first`, `last` of a failure window   |
+//!
+//! Invalidations are published on the channel `xgw:invalidate` as `Invalidation::encode` text.
+//!
+//! Why it is shaped like this:
+//! - The records are the same JSON the embedded backend stores, so both backends share one
+//!   serde definition and a record written by one version is readable by the next.
+//! - Sessions are keyed by token hash because the proxy looks them up on every request that
+//!   misses its cache: one GET. The id and per-organization indexes exist for the account app
+//!   (list, expire now), which is rare and may take a few round trips.
+//! - Every write that must be atomic is one Lua script (or one command): Redis runs a script
+//!   alone, so "check then write" inside it cannot race with another replica. Scripts that
+//!   change a session or organization decode and re-encode its JSON with Redis' `cjson`.
+//!   That is safe for these records because every number in them is a Unix time or a small
+//!   count (cjson keeps 14 significant digits) and they hold no arrays (cjson would turn an
+//!   empty array into `{}`); a record that gains an array field must be changed in Rust.
+//! - Session keys carry a 120-day TTL (the longest session, 30 days, plus the longest retention
+//!   `session.expired_retention_days` allows, 90) purely as a backstop: if the sweeper never
+//!   runs, Redis still does not fill up, and under any valid config the sweeper, not the TTL,
+//!   decides when a session is gone (as in the embedded backend). Validity is never decided
+//!   by a TTL either: it is computed from the record and the organization's duration (which
+//!   may change after the session was created), and failure windows are compared with the
+//!   `now` the caller passes, so tests can drive time with a manual clock.
+//! - Scripts build some key names from what they read (session id -> token hash -> session).
+//!   That is fine on a single Redis or behind Sentinel; a Redis Cluster would need hash tags.
+//!
+//! Connections: one multiplexed `ConnectionManager`, created lazily on first use inside the
+//! runtime that uses it (a connection made on a throwaway runtime dies with it). Every command
+//! is bounded by a one-second timeout, so a dead Redis turns into `Unavailable` (and a 503 that
+//! fails closed) instead of a hung request; the manager reconnects on its own when Redis is
+//! back. The pub/sub feed uses its own connection, which does not reconnect by itself, so
+//! `watch_invalidations` loops, resubscribes and tells the caller to resync.
 
-use super::{SharedStore, StoreError, StoreResult};
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{FromRedisValue, RedisError, RedisResult, Script, ScriptInvocation};
+use tokio::sync::OnceCell;
+
+use super::{
+    decode, encode, observed, window_expired, DirectoryStore, EndReason, FailureCount,
+    Invalidation, InvalidationEvent, Organization, RateLimitStore, Session, SessionStore,
+    SharedStore, Store, StoreError, StoreResult, User, SECONDS_PER_DAY,
+};
+use crate::clock::UnixTime;
 use crate::metrics::Metrics;
 
-pub struct RedisStore;
+const PREFIX: &str = "xgw:";
+const CHANNEL: &str = "xgw:invalidate";
+
+/// Upper bound for one command (and for one connection attempt). The hot path fails closed
+/// when the store is slow, so waiting longer would only turn an outage into hung clients.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Cleanup backstop for session keys: the longest session (30 days) plus the longest retention
+/// the config accepts (90 days). Shorter, and Redis would drop sessions the sweeper still keeps.
+const SESSION_TTL_SECS: i64 = (30 + 90) * SECONDS_PER_DAY;
+
+/// Extra seconds a failure window is kept after it ran out (backstop only, see module doc).
+const FAILURE_TTL_SLACK_SECS: i64 = 60;
+
+/// Reconnect backoff of the invalidation feed.
+const FEED_BACKOFF_START: Duration = Duration::from_millis(100);
+const FEED_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// A subscribed connection is silent when nobody publishes; a periodic PING notices a peer
+/// that vanished without closing the socket (a half-open TCP connection never ends the stream).
+const FEED_HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// SCAN page size used by the sweeper.
+const SCAN_COUNT: usize = 500;
+
+// --- Lua scripts -------------------------------------------------------------------------------
+//
+// Each returns a small integer code or the record it wrote, and performs every check before the
+// first write: Redis does not roll back a script that fails halfway.
+// A record that cjson cannot decode is reported as `-CORRUPT <key>`, mapped to
+// `StoreError::Corrupt` like the embedded backend's decode errors.
+
+/// KEYS: org, orgs set. ARGV: org id, org JSON. Returns 1 if created, 0 if the id exists.
+const CREATE_ORG: &str = r#"
+if redis.call('SET', KEYS[1], ARGV[2], 'NX') then
+  redis.call('SADD', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+"#;
+
+/// KEYS: user_email, user. ARGV: user id, user JSON.
+/// Returns 0 when created, 1 when the email is taken, 2 when the user id exists.
+/// Email before id, like the embedded backend, so both report the same conflict.
+const CREATE_USER: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 1 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[2])
+return 0
+"#;
+
+/// KEYS: org. ARGV: days. Returns the updated JSON, or nil if there is no such organization.
+const SET_SESSION_DURATION: &str = r#"
+local raw = redis.call('GET', KEYS[1])
+if not raw then return false end
+local ok, org = pcall(cjson.decode, raw)
+if not ok or type(org) ~= 'table' then return redis.error_reply('CORRUPT ' .. KEYS[1]) end
+org.session_duration_days = tonumber(ARGV[1])
+raw = cjson.encode(org)
+redis.call('SET', KEYS[1], raw, 'KEEPTTL')
+return raw
+"#;
+
+/// KEYS: session, session_id, org_sessions. ARGV: session JSON, session id, token hash, TTL.
+/// Returns 1 if created, 0 if the token hash or the id is already taken.
+const CREATE_SESSION: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[4])
+redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4])
+redis.call('SADD', KEYS[3], ARGV[2])
+-- The newest session lives longest, so refreshing the set's TTL covers every member.
+redis.call('EXPIRE', KEYS[3], ARGV[4])
+return 1
+"#;
+
+/// KEYS: session_id. ARGV: session key prefix, reason, now.
+/// Returns the session JSON after the call (unchanged if it had already ended: the first
+/// reason wins), or nil if there is no such session.
+const END_SESSION: &str = r#"
+local hash = redis.call('GET', KEYS[1])
+if not hash then return false end
+local key = ARGV[1] .. hash
+local raw = redis.call('GET', key)
+if not raw then return false end
+local ok, s = pcall(cjson.decode, raw)
+if not ok or type(s) ~= 'table' then return redis.error_reply('CORRUPT ' .. key) end
+if s.ended_reason == nil or s.ended_reason == cjson.null then
+  s.ended_reason = ARGV[2]
+  s.ended_at = tonumber(ARGV[3])
+  raw = cjson.encode(s)
+  redis.call('SET', key, raw, 'KEEPTTL')
+end
+return raw
+"#;
+
+/// KEYS: session. ARGV: now, ip. Moves `last_activity_at` forward on a session that has not
+/// ended. Returns 1 if it wrote, 0 otherwise.
+const TOUCH_SESSION: &str = r#"
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+local ok, s = pcall(cjson.decode, raw)
+if not ok or type(s) ~= 'table' then return redis.error_reply('CORRUPT ' .. KEYS[1]) end
+local now = tonumber(ARGV[1])
+if (s.ended_reason == nil or s.ended_reason == cjson.null)
+    and type(s.last_activity_at) == 'number' and now > s.last_activity_at then
+  s.last_activity_at = now
+  s.ip = ARGV[2]
+  redis.call('SET', KEYS[1], cjson.encode(s), 'KEEPTTL')
+  return 1
+end
+return 0
+"#;
+
+/// KEYS: org, org_sessions. ARGV: cutoff, key prefix.
+/// Deletes (all three keys of) every session of the organization whose validity ended before
+/// the cutoff; every session when the organization does not exist. Ids whose keys already
+/// vanished (TTL backstop) are dropped from the set without being counted.
+/// Returns how many sessions it deleted.
+const PURGE_ORG_SESSIONS: &str = r#"
+local lifetime = nil
+local org_raw = redis.call('GET', KEYS[1])
+if org_raw then
+  local ok, org = pcall(cjson.decode, org_raw)
+  if not ok or type(org) ~= 'table' or type(org.session_duration_days) ~= 'number' then
+    return redis.error_reply('CORRUPT ' .. KEYS[1])
+  end
+  lifetime = org.session_duration_days * 86400
+end
+local cutoff = tonumber(ARGV[1])
+local ids = redis.call('SMEMBERS', KEYS[2])
+-- Decide everything first: a corrupt record must not leave a half-done purge behind.
+local doomed, stale = {}, {}
+for _, id in ipairs(ids) do
+  local id_key = ARGV[2] .. 'session_id:' .. id
+  local hash = redis.call('GET', id_key)
+  local raw = nil
+  if hash then raw = redis.call('GET', ARGV[2] .. 'session:' .. hash) end
+  if not raw then
+    table.insert(stale, {id, id_key})
+  else
+    local key = ARGV[2] .. 'session:' .. hash
+    local ok, s = pcall(cjson.decode, raw)
+    if not ok or type(s) ~= 'table' or type(s.created_at) ~= 'number' then
+      return redis.error_reply('CORRUPT ' .. key)
+    end
+    local gone = true
+    if lifetime then
+      local expires = s.created_at + lifetime
+      if type(s.ended_at) == 'number' and s.ended_at < expires then expires = s.ended_at end
+      gone = expires < cutoff
+    end
+    if gone then table.insert(doomed, {id, id_key, key}) end
+  end
+end
+for _, d in ipairs(stale) do
+  redis.call('SREM', KEYS[2], d[1])
+  redis.call('DEL', d[2])
+end
+for _, d in ipairs(doomed) do
+  redis.call('DEL', d[3], d[2])
+  redis.call('SREM', KEYS[2], d[1])
+end
+return #doomed
+"#;
+
+/// KEYS: fail. ARGV: now, window seconds, TTL. Counts one failure in a fixed window that
+/// starts at the first failure and starts over once it ran out (`window_expired`).
+/// Returns the count after this failure.
+const RECORD_FAILURE: &str = r#"
+local now = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local v = redis.call('HMGET', KEYS[1], 'count', 'first')
+local count = tonumber(v[1])
+local first = tonumber(v[2])
+if count and first and now < first + window then
+  count = count + 1
+else
+  count = 1
+  first = now
+end
+redis.call('HSET', KEYS[1], 'count', tostring(count), 'first', tostring(first), 'last', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return count
+"#;
+
+struct Scripts {
+    create_org: Script,
+    create_user: Script,
+    set_session_duration: Script,
+    create_session: Script,
+    end_session: Script,
+    touch_session: Script,
+    purge_org_sessions: Script,
+    record_failure: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Self {
+            create_org: Script::new(CREATE_ORG),
+            create_user: Script::new(CREATE_USER),
+            set_session_duration: Script::new(SET_SESSION_DURATION),
+            create_session: Script::new(CREATE_SESSION),
+            end_session: Script::new(END_SESSION),
+            touch_session: Script::new(TOUCH_SESSION),
+            purge_org_sessions: Script::new(PURGE_ORG_SESSIONS),
+            record_failure: Script::new(RECORD_FAILURE),
+        }
+    }
+}
+
+fn key(kind: &str, id: &str) -> String {
+    format!("{PREFIX}{kind}:{id}")
+}
+
+fn org_key(id: &str) -> String {
+    key("org", id)
+}
+
+fn orgs_key() -> String {
+    format!("{PREFIX}orgs")
+}
+
+fn user_key(id: &str) -> String {
+    key("user", id)
+}
+
+fn user_email_key(email: &str) -> String {
+    key("user_email", &email.to_lowercase())
+}
+
+fn session_key(token_hash: &str) -> String {
+    key("session", token_hash)
+}
+
+fn session_id_key(id: &str) -> String {
+    key("session_id", id)
+}
+
+fn org_sessions_key(org_id: &str) -> String {
+    key("org_sessions", org_id)
+}
+
+fn fail_key(k: &str) -> String {
+    key("fail", k)
+}
+
+fn redis_err(e: RedisError) -> StoreError {
+    // The scripts report undecodable records as `-CORRUPT <key>`; everything else means the
+    // backend did not do its job, and callers fail closed.
+    if e.code() == Some("CORRUPT") {
+        return StoreError::Corrupt {
+            key: e.detail().unwrap_or("<unknown>").to_string(),
+            reason: "not valid JSON for a Lua script".to_string(),
+        };
+    }
+    StoreError::Unavailable(format!("redis: {e}"))
+}
+
+/// Bounds one Redis round trip, so a dead or stuck server becomes `Unavailable` quickly.
+async fn within<T>(fut: impl Future<Output = RedisResult<T>>) -> StoreResult<T> {
+    match tokio::time::timeout(COMMAND_TIMEOUT, fut).await {
+        Ok(result) => result.map_err(redis_err),
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "redis did not answer within {} ms",
+            COMMAND_TIMEOUT.as_millis()
+        ))),
+    }
+}
+
+/// The wire name of an end reason, exactly as serde writes it into the session JSON.
+fn reason_str(reason: EndReason) -> StoreResult<String> {
+    match serde_json::to_value(reason) {
+        Ok(serde_json::Value::String(s)) => Ok(s),
+        other => Err(StoreError::Corrupt {
+            key: "<end reason>".to_string(),
+            reason: format!("unexpected encoding {other:?}"),
+        }),
+    }
+}
+
+pub struct RedisStore {
+    client: redis::Client,
+    /// Empty until the first call connects; a failed connect leaves it empty, so the next
+    /// call tries again (Redis may come up after the gateway).
+    conn: OnceCell<ConnectionManager>,
+    scripts: Scripts,
+    metrics: Arc<Metrics>,
+}
 
 impl RedisStore {
-    pub fn open_shared(_url: &str, _metrics: Arc<Metrics>) -> StoreResult<SharedStore> {
-        Err(StoreError::Unavailable(
-            "redis backend not built yet".into(),
-        ))
+    /// Parses the URL; does not connect (see the module doc).
+    pub fn new(url: &str, metrics: Arc<Metrics>) -> StoreResult<RedisStore> {
+        let client = redis::Client::open(url)
+            .map_err(|e| StoreError::Unavailable(format!("invalid redis url: {e}")))?;
+        Ok(RedisStore {
+            client,
+            conn: OnceCell::new(),
+            scripts: Scripts::new(),
+            metrics,
+        })
+    }
+
+    pub fn open_shared(url: &str, metrics: Arc<Metrics>) -> StoreResult<SharedStore> {
+        Ok(Arc::new(Self::new(url, metrics)?))
+    }
+
+    async fn conn(&self) -> StoreResult<ConnectionManager> {
+        let manager = self
+            .conn
+            .get_or_try_init(|| async {
+                // No retries inside the manager: its backoff starts at a second and grows to a
+                // minute, during which every call would wait on it. One attempt per call, and a
+                // failed attempt makes the next call try again, recovers as soon as Redis does.
+                let config = ConnectionManagerConfig::new()
+                    .set_number_of_retries(0)
+                    .set_connection_timeout(COMMAND_TIMEOUT)
+                    .set_response_timeout(COMMAND_TIMEOUT);
+                within(ConnectionManager::new_with_config(
+                    self.client.clone(),
+                    config,
+                ))
+                .await
+            })
+            .await?;
+        Ok(manager.clone())
+    }
+
+    async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> StoreResult<T> {
+        let mut conn = self.conn().await?;
+        within(cmd.query_async(&mut conn)).await
+    }
+
+    async fn eval<T: FromRedisValue>(&self, invocation: &ScriptInvocation<'_>) -> StoreResult<T> {
+        let mut conn = self.conn().await?;
+        within(invocation.invoke_async(&mut conn)).await
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> StoreResult<Option<T>> {
+        let raw: Option<Vec<u8>> = self.query(redis::cmd("GET").arg(key)).await?;
+        raw.map(|bytes| decode(key, &bytes)).transpose()
+    }
+
+    /// Follows the invalidation channel until the connection fails; returns why it stopped.
+    /// Resets `backoff` once subscribed, so only consecutive failures slow the loop down.
+    async fn follow_feed(
+        &self,
+        on_event: &(dyn Fn(InvalidationEvent) + Send + Sync),
+        backoff: &mut Duration,
+    ) -> String {
+        let pubsub = match within(self.client.get_async_pubsub()).await {
+            Ok(p) => p,
+            Err(e) => return format!("cannot connect: {e}"),
+        };
+        let (mut sink, mut stream) = pubsub.split();
+        if let Err(e) = within(sink.subscribe(CHANNEL)).await {
+            return format!("cannot subscribe: {e}");
+        }
+        self.metrics.invalidation_feed_up.set(1);
+        *backoff = FEED_BACKOFF_START;
+        tracing::info!(channel = CHANNEL, "invalidation feed subscribed");
+        // Anything published while we were not subscribed is lost: drop every cached entry.
+        on_event(InvalidationEvent::Resync);
+
+        let mut heartbeat = tokio::time::interval(FEED_HEARTBEAT);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        heartbeat.tick().await; // the first tick is immediate
+        loop {
+            tokio::select! {
+                msg = stream.next() => {
+                    let Some(msg) = msg else {
+                        return "the connection closed".to_string();
+                    };
+                    let payload: String = match msg.get_payload() {
+                        Ok(p) => p,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "ignoring an unreadable invalidation");
+                            continue;
+                        }
+                    };
+                    match Invalidation::decode(&payload) {
+                        Some(inv) => on_event(InvalidationEvent::Invalidate(inv)),
+                        None => tracing::warn!(%payload, "ignoring an unknown invalidation"),
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    if let Err(e) = within(sink.ping::<redis::Value>()).await {
+                        return format!("heartbeat failed: {e}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Resolves once `shutdown` is true (or its sender is gone, which means nobody can ask any
+/// more). Cancel-safe, so it can be raced in `select!` again and again.
+async fn shutdown_requested(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if *shutdown.borrow_and_update() {
+            return;
+        }
+        if shutdown.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+#[async_trait]
+impl DirectoryStore for RedisStore {
+    async fn create_org(&self, org: &Organization) -> StoreResult<()> {
+        observed(&self.metrics, "create_org", async {
+            let json = encode(org)?;
+            let mut inv = self.scripts.create_org.prepare_invoke();
+            inv.key(org_key(&org.id))
+                .key(orgs_key())
+                .arg(&org.id)
+                .arg(json);
+            let created: i64 = self.eval(&inv).await?;
+            if created == 1 {
+                Ok(())
+            } else {
+                Err(StoreError::Conflict("organization id exists"))
+            }
+        })
+        .await
+    }
+
+    async fn get_org(&self, id: &str) -> StoreResult<Option<Organization>> {
+        observed(&self.metrics, "get_org", self.get_json(&org_key(id))).await
+    }
+
+    async fn set_session_duration(
+        &self,
+        org_id: &str,
+        days: u32,
+    ) -> StoreResult<Option<Organization>> {
+        observed(&self.metrics, "set_session_duration", async {
+            let key = org_key(org_id);
+            let mut inv = self.scripts.set_session_duration.prepare_invoke();
+            inv.key(&key).arg(days);
+            let raw: Option<Vec<u8>> = self.eval(&inv).await?;
+            raw.map(|bytes| decode(&key, &bytes)).transpose()
+        })
+        .await
+    }
+
+    async fn create_user(&self, user: &User) -> StoreResult<()> {
+        observed(&self.metrics, "create_user", async {
+            let json = encode(user)?;
+            let mut inv = self.scripts.create_user.prepare_invoke();
+            inv.key(user_email_key(&user.email))
+                .key(user_key(&user.id))
+                .arg(&user.id)
+                .arg(json);
+            match self.eval::<i64>(&inv).await? {
+                0 => Ok(()),
+                1 => Err(StoreError::Conflict("email already in use")),
+                _ => Err(StoreError::Conflict("user id exists")),
+            }
+        })
+        .await
+    }
+
+    async fn get_user(&self, id: &str) -> StoreResult<Option<User>> {
+        observed(&self.metrics, "get_user", self.get_json(&user_key(id))).await
+    }
+
+    async fn find_user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
+        observed(&self.metrics, "find_user_by_email", async {
+            // Two reads are enough: an email never moves to another user id once written.
+            let id: Option<String> = self
+                .query(redis::cmd("GET").arg(user_email_key(email)))
+                .await?;
+            match id {
+                Some(id) => self.get_json(&user_key(&id)).await,
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn create_session(&self, session: &Session) -> StoreResult<()> {
+        observed(&self.metrics, "create_session", async {
+            let json = encode(session)?;
+            let mut inv = self.scripts.create_session.prepare_invoke();
+            inv.key(session_key(&session.token_hash))
+                .key(session_id_key(&session.id))
+                .key(org_sessions_key(&session.org_id))
+                .arg(json)
+                .arg(&session.id)
+                .arg(&session.token_hash)
+                .arg(SESSION_TTL_SECS);
+            let created: i64 = self.eval(&inv).await?;
+            if created == 1 {
+                Ok(())
+            } else {
+                Err(StoreError::Conflict("session exists"))
+            }
+        })
+        .await
+    }
+
+    async fn session_by_token(&self, token_hash: &str) -> StoreResult<Option<Session>> {
+        observed(
+            &self.metrics,
+            "session_by_token",
+            self.get_json(&session_key(token_hash)),
+        )
+        .await
+    }
+
+    async fn get_session(&self, id: &str) -> StoreResult<Option<Session>> {
+        observed(&self.metrics, "get_session", async {
+            // Two reads are enough: an id maps to one token hash for the session's whole life.
+            let hash: Option<String> = self
+                .query(redis::cmd("GET").arg(session_id_key(id)))
+                .await?;
+            match hash {
+                Some(hash) => self.get_json(&session_key(&hash)).await,
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn end_session(
+        &self,
+        id: &str,
+        reason: EndReason,
+        now: UnixTime,
+    ) -> StoreResult<Option<Session>> {
+        observed(&self.metrics, "end_session", async {
+            let key = session_id_key(id);
+            let mut inv = self.scripts.end_session.prepare_invoke();
+            inv.key(&key)
+                .arg(format!("{PREFIX}session:"))
+                .arg(reason_str(reason)?)
+                .arg(now);
+            let raw: Option<Vec<u8>> = self.eval(&inv).await?;
+            raw.map(|bytes| decode(&key, &bytes)).transpose()
+        })
+        .await
+    }
+
+    async fn touch_session(&self, token_hash: &str, now: UnixTime, ip: &str) -> StoreResult<()> {
+        observed(&self.metrics, "touch_session", async {
+            let mut inv = self.scripts.touch_session.prepare_invoke();
+            inv.key(session_key(token_hash)).arg(now).arg(ip);
+            let _written: i64 = self.eval(&inv).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_org_sessions(&self, org_id: &str) -> StoreResult<Vec<Session>> {
+        observed(&self.metrics, "list_org_sessions", async {
+            let set = org_sessions_key(org_id);
+            let ids: Vec<String> = self.query(redis::cmd("SMEMBERS").arg(&set)).await?;
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let id_keys: Vec<String> = ids.iter().map(|id| session_id_key(id)).collect();
+            let hashes: Vec<Option<String>> = self.query(redis::cmd("MGET").arg(&id_keys)).await?;
+
+            let mut vanished = Vec::new();
+            let mut found = Vec::new(); // (id, token hash)
+            for (id, hash) in ids.into_iter().zip(hashes) {
+                match hash {
+                    Some(hash) => found.push((id, hash)),
+                    None => vanished.push(id),
+                }
+            }
+            let mut sessions = Vec::with_capacity(found.len());
+            if !found.is_empty() {
+                let keys: Vec<String> = found.iter().map(|(_, h)| session_key(h)).collect();
+                let raws: Vec<Option<Vec<u8>>> = self.query(redis::cmd("MGET").arg(&keys)).await?;
+                for ((id, _), (key, raw)) in found.into_iter().zip(keys.iter().zip(raws)) {
+                    match raw {
+                        Some(bytes) => sessions.push(decode::<Session>(key, &bytes)?),
+                        None => vanished.push(id),
+                    }
+                }
+            }
+            // Ids whose records expired through the TTL backstop (or were purged between our
+            // reads) are dropped from the index, so it does not grow forever.
+            if !vanished.is_empty() {
+                let _removed: i64 = self
+                    .query(redis::cmd("SREM").arg(&set).arg(&vanished))
+                    .await?;
+            }
+            Ok(sessions)
+        })
+        .await
+    }
+
+    async fn purge_sessions(&self, cutoff: UnixTime) -> StoreResult<usize> {
+        observed(&self.metrics, "purge_sessions", async {
+            // Walk the per-organization session sets rather than `xgw:orgs`: sessions that
+            // point at an organization that does not exist must go too, like in the embedded
+            // backend, and only the sets know about them.
+            let pattern = format!("{PREFIX}org_sessions:*");
+            let set_prefix = format!("{PREFIX}org_sessions:");
+            let mut org_ids = BTreeSet::new();
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<String>) = self
+                    .query(
+                        redis::cmd("SCAN")
+                            .arg(cursor)
+                            .arg("MATCH")
+                            .arg(&pattern)
+                            .arg("COUNT")
+                            .arg(SCAN_COUNT),
+                    )
+                    .await?;
+                for k in keys {
+                    if let Some(id) = k.strip_prefix(&set_prefix) {
+                        org_ids.insert(id.to_string());
+                    }
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+            // One script per organization: atomic against a concurrent duration change or
+            // end_session, without holding Redis for the whole keyspace at once.
+            let mut purged = 0usize;
+            for org_id in org_ids {
+                let mut inv = self.scripts.purge_org_sessions.prepare_invoke();
+                inv.key(org_key(&org_id))
+                    .key(org_sessions_key(&org_id))
+                    .arg(cutoff)
+                    .arg(PREFIX);
+                let n: i64 = self.eval(&inv).await?;
+                purged += usize::try_from(n).unwrap_or(0);
+            }
+            Ok(purged)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl RateLimitStore for RedisStore {
+    async fn record_failure(
+        &self,
+        key: &str,
+        now: UnixTime,
+        window_secs: i64,
+    ) -> StoreResult<FailureCount> {
+        observed(&self.metrics, "record_failure", async {
+            let ttl = window_secs.max(1).saturating_add(FAILURE_TTL_SLACK_SECS);
+            let mut inv = self.scripts.record_failure.prepare_invoke();
+            inv.key(fail_key(key)).arg(now).arg(window_secs).arg(ttl);
+            let count: i64 = self.eval(&inv).await?;
+            Ok(FailureCount {
+                count: u32::try_from(count).unwrap_or(u32::MAX),
+                last_failure_at: now,
+            })
+        })
+        .await
+    }
+
+    async fn failures(
+        &self,
+        key: &str,
+        now: UnixTime,
+        window_secs: i64,
+    ) -> StoreResult<FailureCount> {
+        observed(&self.metrics, "failures", async {
+            let k = fail_key(key);
+            let (count, first, last): (Option<i64>, Option<i64>, Option<i64>) = self
+                .query(
+                    redis::cmd("HMGET")
+                        .arg(&k)
+                        .arg("count")
+                        .arg("first")
+                        .arg("last"),
+                )
+                .await?;
+            match (count, first, last) {
+                (Some(count), Some(first), Some(last))
+                    if !window_expired(first, window_secs, now) =>
+                {
+                    Ok(FailureCount {
+                        count: u32::try_from(count).map_err(|e| StoreError::Corrupt {
+                            key: k.clone(),
+                            reason: e.to_string(),
+                        })?,
+                        last_failure_at: last,
+                    })
+                }
+                _ => Ok(FailureCount::default()),
+            }
+        })
+        .await
+    }
+
+    async fn clear_failures(&self, key: &str) -> StoreResult<()> {
+        observed(&self.metrics, "clear_failures", async {
+            let _deleted: i64 = self.query(redis::cmd("DEL").arg(fail_key(key))).await?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    fn backend_name(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        observed(&self.metrics, "ping", async {
+            let _pong: String = self.query(&redis::cmd("PING")).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn publish(&self, invalidation: &Invalidation) -> StoreResult<()> {
+        observed(&self.metrics, "publish", async {
+            let _receivers: i64 = self
+                .query(
+                    redis::cmd("PUBLISH")
+                        .arg(CHANNEL)
+                        .arg(invalidation.encode()),
+                )
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn watch_invalidations(
+        &self,
+        on_event: &(dyn Fn(InvalidationEvent) + Send + Sync),
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut backoff = FEED_BACKOFF_START;
+        loop {
+            let reason = tokio::select! {
+                _ = shutdown_requested(&mut shutdown) => break,
+                reason = self.follow_feed(on_event, &mut backoff) => reason,
+            };
+            // While we are not subscribed, revocations from other replicas are not heard:
+            // the caller drops its cache (and keeps dropping it on every failed attempt).
+            self.metrics.invalidation_feed_up.set(0);
+            on_event(InvalidationEvent::Resync);
+            tracing::warn!(
+                %reason,
+                retry_in_ms = backoff.as_millis() as u64,
+                "invalidation feed lost"
+            );
+            tokio::select! {
+                _ = shutdown_requested(&mut shutdown) => break,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(FEED_BACKOFF_MAX);
+        }
+        self.metrics.invalidation_feed_up.set(0);
     }
 }

@@ -1,1 +1,6 @@
+//! Integration tests: the real gateway, a real redis-server, real HTTP.
 
+mod harness;
+mod proxy;
+mod redis_server;
+mod store_conformance;
