@@ -3,4 +3,6 @@
 mod harness;
 mod proxy;
 mod redis_server;
+mod replicas;
+mod sessions;
 mod store_conformance;
