@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_CONFIG_PATH: &str = "config/gateway.toml";
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
@@ -170,19 +170,6 @@ impl Default for JwtConfig {
             private_key_file: None,
             issuer: "xelon-gateway".into(),
             lifetime_seconds: 300,
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            server: ServerConfig::default(),
-            upstream: UpstreamConfig::default(),
-            store: StoreConfig::default(),
-            session: SessionConfig::default(),
-            login: LoginConfig::default(),
-            jwt: JwtConfig::default(),
         }
     }
 }

@@ -192,7 +192,7 @@ pub async fn list_sessions(
             }
         })
         .collect();
-    sessions.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    sessions.sort_by_key(|s| std::cmp::Reverse(s.created_at));
     let mut names: HashMap<String, String> = HashMap::new();
     let mut out = Vec::with_capacity(sessions.len());
     for s in &sessions {

@@ -80,7 +80,7 @@ pub fn cookie_header_without(value: &str, cookie_name: &str) -> Option<String> {
         .split(';')
         .map(str::trim)
         .filter(|pair| !pair.is_empty())
-        .filter(|pair| pair.split_once('=').map_or(true, |(n, _)| n != cookie_name))
+        .filter(|pair| pair.split_once('=').is_none_or(|(n, _)| n != cookie_name))
         .collect();
     (!kept.is_empty()).then(|| kept.join("; "))
 }

@@ -56,10 +56,8 @@ impl Default for Options {
 pub struct TestGateway {
     pub base: String,
     pub internal: String,
-    pub upstream: SocketAddr,
     pub handles: Handles,
     pub clock: Arc<ManualClock>,
-    pub config: Config,
     shutdown: Option<tokio::sync::watch::Sender<bool>>,
     _dir: tempfile::TempDir,
 }
@@ -79,9 +77,10 @@ impl TestGateway {
         config.server.graceful_shutdown_timeout_seconds = 1;
         config.upstream.url = format!("http://{upstream}");
         config.upstream.public_paths = vec!["/public".into()];
-        config.store.url = opts.store_url.clone().unwrap_or_else(|| {
-            format!("embedded:{}", dir.path().join("gateway.redb").display())
-        });
+        config.store.url = opts
+            .store_url
+            .clone()
+            .unwrap_or_else(|| format!("embedded:{}", dir.path().join("gateway.redb").display()));
         // reqwest's cookie store (rightly) keeps Secure cookies off plain http.
         config.session.cookie_secure = false;
         config.jwt.private_key_file = opts.jwt_key.clone();
@@ -91,8 +90,7 @@ impl TestGateway {
         let shared: SharedClock = clock.clone();
         let metrics = Arc::new(Metrics::new());
         let store = xelon_gateway::open_store(&config, metrics.clone()).unwrap();
-        let gateway =
-            xelon_gateway::build_with_store(&config, shared, store, metrics).unwrap();
+        let gateway = xelon_gateway::build_with_store(&config, shared, store, metrics).unwrap();
         let handles = gateway.handles.clone();
         let (tx, rx) = tokio::sync::watch::channel(false);
         std::thread::spawn(move || gateway.run(Box::new(ChannelShutdown(rx))));
@@ -100,10 +98,8 @@ impl TestGateway {
         let gw = TestGateway {
             base: format!("http://{}", config.server.listen),
             internal: format!("http://{}", config.server.internal_listen),
-            upstream,
             handles,
             clock,
-            config,
             shutdown: Some(tx),
             _dir: dir,
         };
@@ -116,7 +112,10 @@ impl TestGateway {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let proxy = client.get(format!("{}/auth/login", self.base)).send().await;
-            let internal = client.get(format!("{}/healthz", self.internal)).send().await;
+            let internal = client
+                .get(format!("{}/healthz", self.internal))
+                .send()
+                .await;
             if matches!((&proxy, &internal), (Ok(p), Ok(i)) if p.status() == 200 && i.status() == 200)
             {
                 return;

@@ -73,7 +73,9 @@ async fn upstream_jwt_verifies_against_the_published_jwks() {
     let mut v = Validation::new(Algorithm::EdDSA);
     v.validate_aud = false;
     v.set_issuer(&["xelon-gateway"]);
-    let claims = jsonwebtoken::decode::<Claims>(&jwt, &decoding, &v).unwrap().claims;
+    let claims = jsonwebtoken::decode::<Claims>(&jwt, &decoding, &v)
+        .unwrap()
+        .claims;
     assert_eq!(claims.sub, user.id);
     assert_eq!(claims.org, org.id);
     assert_eq!(claims.amr, vec!["pwd"]);
@@ -107,7 +109,9 @@ async fn browsers_are_redirected_to_login_and_api_clients_get_401() {
 
     for req in [
         client.get(gw.url("/api/x")),
-        client.post(gw.url("/projects")).header("Accept", "text/html"),
+        client
+            .post(gw.url("/projects"))
+            .header("Accept", "text/html"),
     ] {
         let resp = req.send().await.unwrap();
         assert_eq!(resp.status(), 401);

@@ -73,7 +73,11 @@ async fn expire_now_on_one_replica_is_refused_on_the_other() {
         .unwrap();
     assert_eq!(resp.status(), 204);
     let resp = member.get(b.url("/api/x")).send().await.unwrap();
-    assert_eq!(resp.status(), 401, "replica B still accepted an expired session");
+    assert_eq!(
+        resp.status(),
+        401,
+        "replica B still accepted an expired session"
+    );
     let resp = member.get(a.url("/api/x")).send().await.unwrap();
     assert_eq!(resp.status(), 401);
     // The admin's own session is untouched on both.

@@ -115,7 +115,10 @@ async fn expire_now_logs_the_device_out_at_once_and_lists_the_reason() {
     let id = target["id"].as_str().unwrap();
 
     let resp = admin
-        .post(gw.url(&format!("/auth/api/v1/orgs/{}/sessions/{id}/expire", org.id)))
+        .post(gw.url(&format!(
+            "/auth/api/v1/orgs/{}/sessions/{id}/expire",
+            org.id
+        )))
         .header("X-CSRF-Token", &csrf)
         .send()
         .await
@@ -133,7 +136,10 @@ async fn expire_now_logs_the_device_out_at_once_and_lists_the_reason() {
 
     // Expiring again is harmless and keeps the first reason.
     let resp = admin
-        .post(gw.url(&format!("/auth/api/v1/orgs/{}/sessions/{id}/expire", org.id)))
+        .post(gw.url(&format!(
+            "/auth/api/v1/orgs/{}/sessions/{id}/expire",
+            org.id
+        )))
         .header("X-CSRF-Token", &csrf)
         .send()
         .await
@@ -160,7 +166,11 @@ async fn timed_out_sessions_are_listed_as_expired_for_the_retention_period() {
     let admin = gw.client();
     gw.login(&admin, "admin@acme.test").await;
     let expired = sessions(&gw, &admin, &org.id, "expired").await;
-    assert_eq!(expired.len(), 1, "only the admin's second session, timed out a day ago: {expired:?}");
+    assert_eq!(
+        expired.len(),
+        1,
+        "only the admin's second session, timed out a day ago: {expired:?}"
+    );
     assert_eq!(expired[0]["ended_reason"], "timed_out");
 }
 
