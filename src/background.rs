@@ -49,6 +49,22 @@ pub struct Sweeper {
 
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
+impl Sweeper {
+    /// Walks every organization's sessions: O(sessions), once a minute, off the request path.
+    async fn count_active(&self) -> Result<i64, crate::store::StoreError> {
+        let now = self.clock.now();
+        let mut active = 0i64;
+        for org_id in self.store.list_org_ids().await? {
+            let Some(org) = self.store.get_org(&org_id).await? else {
+                continue;
+            };
+            let sessions = self.store.list_org_sessions(&org_id).await?;
+            active += sessions.iter().filter(|s| s.is_active(&org, now)).count() as i64;
+        }
+        Ok(active)
+    }
+}
+
 #[async_trait]
 impl BackgroundService for Sweeper {
     async fn start(&self, mut shutdown: ShutdownWatch) {
@@ -57,6 +73,10 @@ impl BackgroundService for Sweeper {
             match self.store.purge_sessions(cutoff).await {
                 Ok(n) => self.metrics.sessions_purged.inc_by(n as u64),
                 Err(e) => tracing::warn!(error = %e, "session sweep failed"),
+            }
+            match self.count_active().await {
+                Ok(n) => self.metrics.active_sessions.set(n),
+                Err(e) => tracing::warn!(error = %e, "cannot count active sessions"),
             }
             tokio::select! {
                 _ = tokio::time::sleep(SWEEP_EVERY) => {}

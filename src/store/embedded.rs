@@ -140,6 +140,20 @@ impl DirectoryStore for EmbeddedStore {
         self.run("get_org", move |db| get_json(db, ORGS, &id)).await
     }
 
+    async fn list_org_ids(&self) -> StoreResult<Vec<String>> {
+        self.run("list_org_ids", |db| {
+            let txn = db.begin_read().map_err(db_err)?;
+            let orgs = txn.open_table(ORGS).map_err(db_err)?;
+            let mut ids = Vec::new();
+            for item in orgs.iter().map_err(db_err)? {
+                let (k, _) = item.map_err(db_err)?;
+                ids.push(k.value().to_string());
+            }
+            Ok(ids)
+        })
+        .await
+    }
+
     async fn set_session_duration(
         &self,
         org_id: &str,

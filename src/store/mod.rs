@@ -240,6 +240,8 @@ pub enum InvalidationEvent {
 pub trait DirectoryStore {
     async fn create_org(&self, org: &Organization) -> StoreResult<()>;
     async fn get_org(&self, id: &str) -> StoreResult<Option<Organization>>;
+    /// Every organization id (for the sweeper's counts; not for request paths).
+    async fn list_org_ids(&self) -> StoreResult<Vec<String>>;
     /// Returns the updated organization, `None` if it does not exist.
     async fn set_session_duration(
         &self,

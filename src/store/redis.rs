@@ -497,6 +497,15 @@ impl DirectoryStore for RedisStore {
         observed(&self.metrics, "get_org", self.get_json(&org_key(id))).await
     }
 
+    async fn list_org_ids(&self) -> StoreResult<Vec<String>> {
+        observed(&self.metrics, "list_org_ids", async {
+            let mut ids: Vec<String> = self.query(redis::cmd("SMEMBERS").arg(orgs_key())).await?;
+            ids.sort();
+            Ok(ids)
+        })
+        .await
+    }
+
     async fn set_session_duration(
         &self,
         org_id: &str,

@@ -118,6 +118,13 @@ async fn directory(store: &SharedStore, t0: i64) {
     store.create_org(&a).await.expect("create org-a");
     assert_eq!(store.get_org("org-a").await.expect("get"), Some(a.clone()));
     assert_eq!(store.get_org("org-missing").await.expect("get"), None);
+    store
+        .create_org(&org("org-listed", 1, t0))
+        .await
+        .expect("create org-listed");
+    let mut ids = store.list_org_ids().await.expect("list org ids");
+    ids.sort();
+    assert_eq!(ids, vec!["org-a".to_string(), "org-listed".to_string()]);
     let impostor = Organization {
         name: "Impostor".to_string(),
         ..a.clone()
