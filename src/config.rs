@@ -596,6 +596,12 @@ mod tests {
     }
 
     #[test]
+    fn shipped_example_config_is_valid_and_documents_the_defaults() {
+        let loaded = load(include_str!("../config/gateway.toml"), &[]).unwrap();
+        assert_eq!(format!("{loaded:?}"), format!("{:?}", Config::default()));
+    }
+
+    #[test]
     fn weak_argon2_parameters_are_refused() {
         let err = load("[login]\nargon2_memory_kib = 1024\n", &[]).unwrap_err();
         assert!(err.to_string().contains("OWASP"));
