@@ -8,3 +8,4 @@ pub mod password;
 pub mod ratelimit;
 pub mod secret;
 pub mod session;
+pub mod token;

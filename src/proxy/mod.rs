@@ -22,8 +22,10 @@ use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::auth::identity::Identity;
+use crate::auth::identity::{AuthMethod, Identity};
 use crate::auth::jwt::JwtSigner;
+use crate::auth::secret::hash_secret;
+use crate::auth::token::{self, UseRefusal};
 use crate::clock::SharedClock;
 use crate::metrics::{status_class, Metrics};
 use credential::Credential;
@@ -54,6 +56,8 @@ pub struct RequestCtx {
     jwt: Option<Arc<str>>,
     /// Set once an upstream was chosen; our own responses are not upstream responses.
     proxied: bool,
+    /// The request carried `Authorization: Bearer`; the upstream never sees the token.
+    bearer: bool,
 }
 
 pub struct ProxySettings {
@@ -103,14 +107,64 @@ fn is_browser_navigation(req: &RequestHeader) -> bool {
             .is_some_and(|v| v.contains("text/html"))
 }
 
-/// What the decision concluded for a request that needs a credential.
+/// Why a request that needs a credential is refused.
 enum Refusal {
-    /// No credential, or one that is not (or no longer) valid.
+    /// No credential, or one that is not (or no longer) valid: a browser is sent to login.
     Unauthenticated {
         code: &'static str,
         message: &'static str,
     },
+    /// A service token problem: always a JSON answer, never a redirect (scripts send tokens).
+    Token {
+        status: u16,
+        code: &'static str,
+        message: &'static str,
+    },
     StoreUnavailable,
+}
+
+impl Refusal {
+    const INVALID_TOKEN: Refusal = Refusal::Token {
+        status: 401,
+        code: "invalid_token",
+        message: "The service token is not valid.",
+    };
+
+    fn outcome(&self) -> &'static str {
+        match self {
+            Refusal::Unauthenticated { .. } => "unauthenticated",
+            Refusal::Token { code, .. } => code,
+            Refusal::StoreUnavailable => "store_unavailable",
+        }
+    }
+}
+
+impl From<UseRefusal> for Refusal {
+    fn from(r: UseRefusal) -> Self {
+        match r {
+            UseRefusal::IpNotAllowed => Refusal::Token {
+                status: 403,
+                code: "ip_not_allowed",
+                message: "This service token may not be used from this IP address.",
+            },
+            UseRefusal::ClientIdMismatch => Refusal::Token {
+                status: 403,
+                code: "client_id_mismatch",
+                message: "Send the token's client id in X-User-Id.",
+            },
+        }
+    }
+}
+
+/// The `X-User-Id` header: `None` if absent; a repeated or non-text header becomes a value
+/// that matches no client id.
+fn x_user_id(req: &RequestHeader) -> Option<String> {
+    let mut values = req.headers.get_all("x-user-id").iter();
+    let first = values.next()?;
+    if values.next().is_some() {
+        return Some(String::new());
+    }
+    Some(first.to_str().unwrap_or("").to_string())
 }
 
 impl GatewayProxy {
@@ -121,6 +175,11 @@ impl GatewayProxy {
                 "store_unavailable",
                 "The gateway cannot check credentials right now; retry shortly.",
             ),
+            Refusal::Token {
+                status,
+                code,
+                message,
+            } => LocalResponse::json_error(status, code, message),
             Refusal::Unauthenticated { .. } if is_browser_navigation(req) => {
                 let next = req
                     .uri
@@ -138,51 +197,70 @@ impl GatewayProxy {
         }
     }
 
-    /// Resolves the credential to an identity. `Ok(None)`: proceed anonymously if the route
-    /// allows it. `Err`: the refusal to send if a credential was required.
+    /// Resolves the credential to an identity. `Err`: the refusal to send if the route needs a
+    /// credential (routes that do not need one proceed anonymously instead).
     async fn authenticate(
         &self,
         credential: Credential,
+        x_user_id: Option<String>,
         ctx: &mut RequestCtx,
-    ) -> Result<Option<Identity>, Refusal> {
-        match credential {
-            Credential::None => Err(Refusal::Unauthenticated {
-                code: "authentication_required",
-                message: "Sign in, or send a service token as Authorization: Bearer.",
-            }),
-            Credential::Malformed => Err(Refusal::Unauthenticated {
-                code: "invalid_credentials",
-                message: "The credential sent is malformed.",
-            }),
-            Credential::Bearer { .. } => Err(Refusal::Unauthenticated {
-                code: "invalid_token",
-                message: "The service token is not valid.",
-            }),
-            Credential::Session { token_hash } => {
-                let now = self.clock.now();
-                match self.resolver.session(&token_hash, now).await {
-                    Ok(Some(hit)) => {
-                        if hit.touch_due {
-                            self.touch_later(token_hash.clone(), ctx.client_ip);
-                        }
-                        let identity = hit.auth.identity.clone();
-                        ctx.jwt = match hit.jwt {
-                            Some(jwt) => Some(jwt),
-                            None => self.mint_jwt(&token_hash, &identity, now),
-                        };
-                        Ok(Some(identity))
-                    }
-                    Ok(None) => Err(Refusal::Unauthenticated {
-                        code: "invalid_session",
-                        message: "The session has ended or expired; sign in again.",
-                    }),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "store lookup failed; failing closed");
-                        Err(Refusal::StoreUnavailable)
-                    }
+    ) -> Result<Identity, Refusal> {
+        let now = self.clock.now();
+        let (hash, hit) = match credential {
+            Credential::None => {
+                return Err(Refusal::Unauthenticated {
+                    code: "authentication_required",
+                    message: "Sign in, or send a service token as Authorization: Bearer.",
+                })
+            }
+            Credential::Malformed => {
+                return Err(Refusal::Unauthenticated {
+                    code: "invalid_credentials",
+                    message: "The credential sent is malformed.",
+                })
+            }
+            Credential::Bearer { token } => {
+                if !token::is_well_formed(&token) {
+                    // Typos and garbage never reach the store.
+                    return Err(Refusal::INVALID_TOKEN);
+                }
+                let hash = hash_secret(&token);
+                match self.resolver.token(&hash, now).await {
+                    Ok(Some(hit)) => (hash, hit),
+                    Ok(None) => return Err(Refusal::INVALID_TOKEN),
+                    Err(e) => return Err(store_failed(e)),
                 }
             }
+            Credential::Session { token_hash } => {
+                match self.resolver.session(&token_hash, now).await {
+                    Ok(Some(hit)) => (token_hash, hit),
+                    Ok(None) => {
+                        return Err(Refusal::Unauthenticated {
+                            code: "invalid_session",
+                            message: "The session has ended or expired; sign in again.",
+                        })
+                    }
+                    Err(e) => return Err(store_failed(e)),
+                }
+            }
+        };
+        if let Some(rules) = &hit.auth.token_rules {
+            token::check_use(
+                rules.binding,
+                &rules.client_id,
+                ctx.client_ip,
+                x_user_id.as_deref(),
+            )?;
         }
+        let identity = hit.auth.identity.clone();
+        if hit.touch_due {
+            self.touch_later(identity.method, hash.clone(), ctx.client_ip);
+        }
+        ctx.jwt = match hit.jwt {
+            Some(jwt) => Some(jwt),
+            None => self.mint_jwt(&hash, &identity, now),
+        };
+        Ok(identity)
     }
 
     fn mint_jwt(&self, key: &str, identity: &Identity, now: i64) -> Option<Arc<str>> {
@@ -199,14 +277,19 @@ impl GatewayProxy {
         }
     }
 
-    /// Records last activity off the request path (at most once a minute per session).
-    fn touch_later(&self, token_hash: String, ip: Option<IpAddr>) {
+    /// Records last activity / last use off the request path (at most once a minute per
+    /// credential).
+    fn touch_later(&self, method: AuthMethod, hash: String, ip: Option<IpAddr>) {
         let store = self.resolver.store.clone();
         let now = self.clock.now();
         let ip = ip.map(|i| i.to_string()).unwrap_or_default();
         tokio::spawn(async move {
-            if let Err(e) = store.touch_session(&token_hash, now, &ip).await {
-                tracing::debug!(error = %e, "could not record session activity");
+            let result = match method {
+                AuthMethod::Session => store.touch_session(&hash, now, &ip).await,
+                AuthMethod::ServiceToken => store.touch_token(&hash, now, &ip).await,
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "could not record credential activity");
             }
         });
     }
@@ -217,6 +300,11 @@ impl GatewayProxy {
             .with_label_values(&[method, outcome])
             .inc();
     }
+}
+
+fn store_failed(e: crate::store::StoreError) -> Refusal {
+    tracing::warn!(error = %e, "store lookup failed; failing closed");
+    Refusal::StoreUnavailable
 }
 
 fn method_label(c: &Credential) -> &'static str {
@@ -239,6 +327,7 @@ impl ProxyHttp for GatewayProxy {
             identity: None,
             jwt: None,
             proxied: false,
+            bearer: false,
         }
     }
 
@@ -274,9 +363,11 @@ impl ProxyHttp for GatewayProxy {
 
         let credential = credential::extract(&req.headers, &self.settings.cookie_name);
         let method = method_label(&credential);
+        ctx.bearer = matches!(credential, Credential::Bearer { .. });
         let anonymous_ok =
             ctx.route == Route::Account || is_public(path, &self.settings.public_paths);
-        let result = self.authenticate(credential, ctx).await;
+        let x_user_id = x_user_id(req);
+        let result = self.authenticate(credential, x_user_id, ctx).await;
         self.metrics
             .auth_decision_seconds
             .with_label_values(&[method])
@@ -284,7 +375,7 @@ impl ProxyHttp for GatewayProxy {
 
         match result {
             Ok(identity) => {
-                ctx.identity = identity;
+                ctx.identity = Some(identity);
                 self.count(method, "allowed");
                 Ok(false)
             }
@@ -294,11 +385,7 @@ impl ProxyHttp for GatewayProxy {
                 Ok(false)
             }
             Err(refusal) => {
-                let outcome = match refusal {
-                    Refusal::StoreUnavailable => "store_unavailable",
-                    Refusal::Unauthenticated { .. } => "unauthenticated",
-                };
-                self.count(method, outcome);
+                self.count(method, refusal.outcome());
                 self.refuse(session.req_header(), refusal)
                     .send(session)
                     .await?;
@@ -350,8 +437,8 @@ impl ProxyHttp for GatewayProxy {
                 upstream.insert_header(http::header::COOKIE, kept)?;
             }
         }
-        if ctx.identity.is_some() {
-            // The token authenticated the request; the upstream gets the JWT instead.
+        if ctx.bearer {
+            // Service tokens stay between client and gateway; the upstream gets the JWT.
             upstream.remove_header(&http::header::AUTHORIZATION);
         }
 
@@ -390,7 +477,11 @@ impl ProxyHttp for GatewayProxy {
             upstream.insert_header("x-auth-user-id", &*id.user_id)?;
             upstream.insert_header("x-auth-user-email", &*id.email)?;
             upstream.insert_header("x-auth-org-id", &*id.org_id)?;
-            upstream.insert_header("x-auth-session-id", &*id.credential_id)?;
+            let credential_header = match id.method {
+                AuthMethod::Session => "x-auth-session-id",
+                AuthMethod::ServiceToken => "x-auth-token-id",
+            };
+            upstream.insert_header(credential_header, &*id.credential_id)?;
             if let Some(jwt) = &ctx.jwt {
                 upstream.insert_header("x-auth-jwt", &**jwt)?;
             }

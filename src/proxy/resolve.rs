@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::auth::session;
+use crate::auth::{session, token};
 use crate::clock::UnixTime;
 use crate::metrics::Metrics;
 use crate::store::cache::{AuthCache, CachedAuth, Hit, TOUCH_INTERVAL_SECS};
@@ -57,6 +57,7 @@ impl Resolver {
         let auth = Arc::new(CachedAuth {
             identity,
             valid_until,
+            token_rules: None,
         });
         self.cache
             .insert(token_hash.to_string(), auth.clone(), now, generation);
@@ -65,6 +66,41 @@ impl Resolver {
             jwt: None,
             // A fresh lookup just read the record; activity is recorded on the next minute.
             touch_due: now > stored.last_activity_at + TOUCH_INTERVAL_SECS,
+        }))
+    }
+
+    /// `Ok(None)`: no such token, or its owner may no longer use it.
+    pub async fn token(&self, token_hash: &str, now: UnixTime) -> Result<Option<Hit>, StoreError> {
+        if let Some(hit) = self.cache.get(token_hash, now) {
+            self.metrics.cache_lookups.with_label_values(&["hit"]).inc();
+            return Ok(Some(hit));
+        }
+        self.metrics
+            .cache_lookups
+            .with_label_values(&["miss"])
+            .inc();
+        let generation = self.cache.generation();
+        let Some(stored) = self.store.token_by_hash(token_hash).await? else {
+            return Ok(None);
+        };
+        let user = self.store.get_user(&stored.user_id).await?;
+        let Some(identity) = token::verify(&stored, user.as_ref()) else {
+            return Ok(None);
+        };
+        let auth = Arc::new(CachedAuth {
+            identity,
+            // Tokens do not expire; deletion and membership changes arrive as invalidations.
+            valid_until: UnixTime::MAX,
+            token_rules: Some(token::UseRules::of(&stored)),
+        });
+        self.cache
+            .insert(token_hash.to_string(), auth.clone(), now, generation);
+        Ok(Some(Hit {
+            auth,
+            jwt: None,
+            touch_due: stored
+                .last_used_at
+                .is_none_or(|last| now >= last + TOUCH_INTERVAL_SECS),
         }))
     }
 }

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{Invalidation, Organization, SharedStore, StoreResult};
 use crate::auth::identity::Identity;
+use crate::auth::token::UseRules;
 use crate::clock::UnixTime;
 
 /// Last activity is written at most this often per credential.
@@ -27,6 +28,8 @@ pub struct CachedAuth {
     pub identity: Identity,
     /// The credential's own end (session expiry); the cache never outlives it.
     pub valid_until: UnixTime,
+    /// For service tokens: the IP and client id rules checked on every use.
+    pub token_rules: Option<UseRules>,
 }
 
 struct Entry {
@@ -143,7 +146,7 @@ impl AuthCache {
         self.generation.fetch_add(1, Ordering::SeqCst);
         let mut entries = lock(&self.entries);
         match what {
-            Invalidation::Session(hash) => {
+            Invalidation::Session(hash) | Invalidation::Token(hash) => {
                 entries.remove(hash);
             }
             Invalidation::Org(id) => {
@@ -197,6 +200,7 @@ mod tests {
                 credential_id: "ses_1".into(),
             },
             valid_until: until,
+            token_rules: None,
         })
     }
 

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     decode, encode, observed, window_expired, DirectoryStore, EndReason, FailureCount,
-    Invalidation, InvalidationEvent, Organization, RateLimitStore, Session, SessionStore, Store,
-    StoreError, StoreResult, User,
+    Invalidation, InvalidationEvent, Organization, RateLimitStore, ServiceToken, Session,
+    SessionStore, Store, StoreError, StoreResult, TokenStore, User,
 };
 use crate::clock::UnixTime;
 use crate::metrics::Metrics;
@@ -27,6 +27,10 @@ const USER_EMAILS: TableDefinition<&str, &str> = TableDefinition::new("user_emai
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 /// public session id -> token hash
 const SESSION_IDS: TableDefinition<&str, &str> = TableDefinition::new("session_ids");
+/// token hash -> service token record
+const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
+/// public token id -> token hash
+const TOKEN_IDS: TableDefinition<&str, &str> = TableDefinition::new("token_ids");
 /// rate-limit key -> failure window
 const FAILURES: TableDefinition<&str, &[u8]> = TableDefinition::new("failures");
 
@@ -73,6 +77,8 @@ impl EmbeddedStore {
             txn.open_table(SESSIONS).map_err(db_err)?;
             txn.open_table(SESSION_IDS).map_err(db_err)?;
             txn.open_table(FAILURES).map_err(db_err)?;
+            txn.open_table(TOKENS).map_err(db_err)?;
+            txn.open_table(TOKEN_IDS).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
         Ok(Self {
@@ -403,6 +409,128 @@ impl SessionStore for EmbeddedStore {
             };
             txn.commit().map_err(db_err)?;
             Ok(purged)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl TokenStore for EmbeddedStore {
+    async fn create_token(&self, token: &ServiceToken) -> StoreResult<()> {
+        let token = token.clone();
+        self.run("create_token", move |db| {
+            let bytes = encode(&token)?;
+            let txn = db.begin_write().map_err(db_err)?;
+            {
+                let mut ids = txn.open_table(TOKEN_IDS).map_err(db_err)?;
+                let mut tokens = txn.open_table(TOKENS).map_err(db_err)?;
+                if ids.get(token.id.as_str()).map_err(db_err)?.is_some()
+                    || tokens
+                        .get(token.token_hash.as_str())
+                        .map_err(db_err)?
+                        .is_some()
+                {
+                    return Err(StoreError::Conflict("token exists"));
+                }
+                ids.insert(token.id.as_str(), token.token_hash.as_str())
+                    .map_err(db_err)?;
+                tokens
+                    .insert(token.token_hash.as_str(), bytes.as_slice())
+                    .map_err(db_err)?;
+            }
+            txn.commit().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn token_by_hash(&self, token_hash: &str) -> StoreResult<Option<ServiceToken>> {
+        let token_hash = token_hash.to_string();
+        self.run("token_by_hash", move |db| get_json(db, TOKENS, &token_hash))
+            .await
+    }
+
+    async fn get_token(&self, id: &str) -> StoreResult<Option<ServiceToken>> {
+        let id = id.to_string();
+        self.run("get_token", move |db| {
+            let txn = db.begin_read().map_err(db_err)?;
+            let ids = txn.open_table(TOKEN_IDS).map_err(db_err)?;
+            let Some(hash) = ids.get(id.as_str()).map_err(db_err)? else {
+                return Ok(None);
+            };
+            let hash = hash.value().to_string();
+            let tokens = txn.open_table(TOKENS).map_err(db_err)?;
+            match tokens.get(hash.as_str()).map_err(db_err)? {
+                Some(v) => Ok(Some(decode(&hash, v.value())?)),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn list_user_tokens(&self, user_id: &str) -> StoreResult<Vec<ServiceToken>> {
+        let user_id = user_id.to_string();
+        self.run("list_user_tokens", move |db| {
+            let txn = db.begin_read().map_err(db_err)?;
+            let tokens = txn.open_table(TOKENS).map_err(db_err)?;
+            let mut out = Vec::new();
+            for item in tokens.iter().map_err(db_err)? {
+                let (k, v) = item.map_err(db_err)?;
+                let t: ServiceToken = decode(k.value(), v.value())?;
+                if t.user_id == user_id {
+                    out.push(t);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete_token(&self, id: &str) -> StoreResult<Option<ServiceToken>> {
+        let id = id.to_string();
+        self.run("delete_token", move |db| {
+            let txn = db.begin_write().map_err(db_err)?;
+            let deleted = {
+                let mut ids = txn.open_table(TOKEN_IDS).map_err(db_err)?;
+                let hash = match ids.remove(id.as_str()).map_err(db_err)? {
+                    Some(h) => h.value().to_string(),
+                    None => return Ok(None),
+                };
+                let mut tokens = txn.open_table(TOKENS).map_err(db_err)?;
+                let removed = tokens.remove(hash.as_str()).map_err(db_err)?;
+                match removed {
+                    Some(v) => Some(decode::<ServiceToken>(&hash, v.value())?),
+                    None => None,
+                }
+            };
+            txn.commit().map_err(db_err)?;
+            Ok(deleted)
+        })
+        .await
+    }
+
+    async fn touch_token(&self, token_hash: &str, now: UnixTime, ip: &str) -> StoreResult<()> {
+        let token_hash = token_hash.to_string();
+        let ip = ip.to_string();
+        self.run("touch_token", move |db| {
+            let txn = db.begin_write().map_err(db_err)?;
+            {
+                let mut tokens = txn.open_table(TOKENS).map_err(db_err)?;
+                let current: Option<ServiceToken> =
+                    match tokens.get(token_hash.as_str()).map_err(db_err)? {
+                        Some(v) => Some(decode(&token_hash, v.value())?),
+                        None => None,
+                    };
+                if let Some(mut t) = current {
+                    if t.last_used_at.is_none_or(|last| now > last) {
+                        t.last_used_at = Some(now);
+                        t.last_used_ip = Some(ip);
+                        tokens
+                            .insert(token_hash.as_str(), encode(&t)?.as_slice())
+                            .map_err(db_err)?;
+                    }
+                }
+            }
+            txn.commit().map_err(db_err)
         })
         .await
     }

@@ -187,6 +187,29 @@ impl Session {
     }
 }
 
+/// A service token: a Bearer credential acting as its owner within one organization.
+/// Keyed by the SHA-256 of the token; the token itself is shown once, at creation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ServiceToken {
+    /// Public handle (`tok_<hex>`), used to list and delete.
+    pub id: String,
+    pub token_hash: String,
+    pub name: String,
+    /// The owner; the token has the owner's rights in `org_id` at the time of use.
+    pub user_id: String,
+    pub org_id: String,
+    /// One address (`203.0.113.7`) or a CIDR range (`203.0.113.0/24`), normalized.
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// Sent as `X-User-Id` by callers of a range-bound token.
+    pub client_id: String,
+    pub created_at: UnixTime,
+    #[serde(default)]
+    pub last_used_at: Option<UnixTime>,
+    #[serde(default)]
+    pub last_used_ip: Option<String>,
+}
+
 /// Failed attempts counted under one key inside a fixed window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct FailureCount {
@@ -200,6 +223,8 @@ pub struct FailureCount {
 pub enum Invalidation {
     /// A session ended; carries its token hash (the cache key).
     Session(String),
+    /// A service token was deleted; carries its hash (the cache key).
+    Token(String),
     /// An organization changed (e.g. its session duration); drop its cached sessions.
     Org(String),
     /// A user changed; drop what is cached about them.
@@ -210,6 +235,7 @@ impl Invalidation {
     pub fn encode(&self) -> String {
         match self {
             Invalidation::Session(h) => format!("session:{h}"),
+            Invalidation::Token(h) => format!("token:{h}"),
             Invalidation::Org(id) => format!("org:{id}"),
             Invalidation::User(id) => format!("user:{id}"),
         }
@@ -220,6 +246,7 @@ impl Invalidation {
         let value = value.to_string();
         match kind {
             "session" => Some(Invalidation::Session(value)),
+            "token" => Some(Invalidation::Token(value)),
             "org" => Some(Invalidation::Org(value)),
             "user" => Some(Invalidation::User(value)),
             _ => None,
@@ -276,6 +303,21 @@ pub trait SessionStore {
     async fn purge_sessions(&self, cutoff: UnixTime) -> StoreResult<usize>;
 }
 
+/// Service tokens: the hot path reads them by hash, the account app manages them by id.
+#[async_trait]
+pub trait TokenStore {
+    /// Fails with `Conflict` if the id or hash exists.
+    async fn create_token(&self, token: &ServiceToken) -> StoreResult<()>;
+    async fn token_by_hash(&self, token_hash: &str) -> StoreResult<Option<ServiceToken>>;
+    async fn get_token(&self, id: &str) -> StoreResult<Option<ServiceToken>>;
+    /// Every token the user owns, in any organization.
+    async fn list_user_tokens(&self, user_id: &str) -> StoreResult<Vec<ServiceToken>>;
+    /// Removes the token and returns it; `None` if no such token.
+    async fn delete_token(&self, id: &str) -> StoreResult<Option<ServiceToken>>;
+    /// Records use (at most once a minute per token, by the proxy); only moves forward.
+    async fn touch_token(&self, token_hash: &str, now: UnixTime, ip: &str) -> StoreResult<()>;
+}
+
 /// Counters for brute-force protection.
 #[async_trait]
 pub trait RateLimitStore {
@@ -298,7 +340,9 @@ pub trait RateLimitStore {
 
 /// Everything the gateway needs from its state.
 #[async_trait]
-pub trait Store: DirectoryStore + SessionStore + RateLimitStore + Send + Sync + 'static {
+pub trait Store:
+    DirectoryStore + SessionStore + TokenStore + RateLimitStore + Send + Sync + 'static
+{
     fn backend_name(&self) -> &'static str;
     /// A cheap round trip used by `/readyz`.
     async fn ping(&self) -> StoreResult<()>;

@@ -13,6 +13,9 @@
 //! | `xgw:session_id:{id}`         | string | token hash, for admin actions by public id     |
 //! | `xgw:org_sessions:{org_id}`   | set    | session ids of the organization                |
 //! | `xgw:fail:{key}`              | hash   | `count`, `first`, `last` of a failure window   |
+//! | `xgw:token:{token_hash}`      | string | service token JSON (no TTL: tokens live until deleted) |
+//! | `xgw:token_id:{id}`           | string | token hash, for delete by public id            |
+//! | `xgw:user_tokens:{user_id}`   | set    | token ids the user owns                        |
 //!
 //! Invalidations are published on the channel `xgw:invalidate` as `Invalidation::encode` text.
 //!
@@ -58,8 +61,8 @@ use tokio::sync::OnceCell;
 
 use super::{
     decode, encode, observed, window_expired, DirectoryStore, EndReason, FailureCount,
-    Invalidation, InvalidationEvent, Organization, RateLimitStore, Session, SessionStore,
-    SharedStore, Store, StoreError, StoreResult, User, SECONDS_PER_DAY,
+    Invalidation, InvalidationEvent, Organization, RateLimitStore, ServiceToken, Session,
+    SessionStore, SharedStore, Store, StoreError, StoreResult, TokenStore, User, SECONDS_PER_DAY,
 };
 use crate::clock::UnixTime;
 use crate::metrics::Metrics;
@@ -250,6 +253,48 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 return count
 "#;
 
+/// KEYS: token, token_id, user_tokens. ARGV: token JSON, token id, token hash.
+/// Returns 1 if created, 0 if the hash or the id is already taken. Tokens do not expire.
+const CREATE_TOKEN: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[2])
+return 1
+"#;
+
+/// KEYS: token_id. ARGV: key prefix. Deletes all three keys of the token and returns its JSON,
+/// or nil if there is no such token.
+const DELETE_TOKEN: &str = r#"
+local hash = redis.call('GET', KEYS[1])
+if not hash then return false end
+local key = ARGV[1] .. 'token:' .. hash
+local raw = redis.call('GET', key)
+redis.call('DEL', KEYS[1], key)
+if not raw then return false end
+local ok, t = pcall(cjson.decode, raw)
+if ok and type(t) == 'table' and type(t.user_id) == 'string' then
+  redis.call('SREM', ARGV[1] .. 'user_tokens:' .. t.user_id, t.id)
+end
+return raw
+"#;
+
+/// KEYS: token. ARGV: now, ip. Moves `last_used_at` forward. Returns 1 if it wrote.
+const TOUCH_TOKEN: &str = r#"
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+local ok, t = pcall(cjson.decode, raw)
+if not ok or type(t) ~= 'table' then return redis.error_reply('CORRUPT ' .. KEYS[1]) end
+local now = tonumber(ARGV[1])
+if t.last_used_at == nil or t.last_used_at == cjson.null or now > t.last_used_at then
+  t.last_used_at = now
+  t.last_used_ip = ARGV[2]
+  redis.call('SET', KEYS[1], cjson.encode(t))
+  return 1
+end
+return 0
+"#;
+
 struct Scripts {
     create_org: Script,
     create_user: Script,
@@ -259,6 +304,9 @@ struct Scripts {
     touch_session: Script,
     purge_org_sessions: Script,
     record_failure: Script,
+    create_token: Script,
+    delete_token: Script,
+    touch_token: Script,
 }
 
 impl Scripts {
@@ -272,6 +320,9 @@ impl Scripts {
             touch_session: Script::new(TOUCH_SESSION),
             purge_org_sessions: Script::new(PURGE_ORG_SESSIONS),
             record_failure: Script::new(RECORD_FAILURE),
+            create_token: Script::new(CREATE_TOKEN),
+            delete_token: Script::new(DELETE_TOKEN),
+            touch_token: Script::new(TOUCH_TOKEN),
         }
     }
 }
@@ -306,6 +357,18 @@ fn session_id_key(id: &str) -> String {
 
 fn org_sessions_key(org_id: &str) -> String {
     key("org_sessions", org_id)
+}
+
+fn token_key(token_hash: &str) -> String {
+    key("token", token_hash)
+}
+
+fn token_id_key(id: &str) -> String {
+    key("token_id", id)
+}
+
+fn user_tokens_key(user_id: &str) -> String {
+    key("user_tokens", user_id)
 }
 
 fn fail_key(k: &str) -> String {
@@ -780,6 +843,89 @@ impl RateLimitStore for RedisStore {
     async fn clear_failures(&self, key: &str) -> StoreResult<()> {
         observed(&self.metrics, "clear_failures", async {
             let _deleted: i64 = self.query(redis::cmd("DEL").arg(fail_key(key))).await?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl TokenStore for RedisStore {
+    async fn create_token(&self, token: &ServiceToken) -> StoreResult<()> {
+        observed(&self.metrics, "create_token", async {
+            let mut inv = self.scripts.create_token.prepare_invoke();
+            inv.key(token_key(&token.token_hash))
+                .key(token_id_key(&token.id))
+                .key(user_tokens_key(&token.user_id))
+                .arg(encode(token)?)
+                .arg(&token.id)
+                .arg(&token.token_hash);
+            let created: i64 = self.eval(&inv).await?;
+            if created == 1 {
+                Ok(())
+            } else {
+                Err(StoreError::Conflict("token exists"))
+            }
+        })
+        .await
+    }
+
+    async fn token_by_hash(&self, token_hash: &str) -> StoreResult<Option<ServiceToken>> {
+        observed(
+            &self.metrics,
+            "token_by_hash",
+            self.get_json(&token_key(token_hash)),
+        )
+        .await
+    }
+
+    async fn get_token(&self, id: &str) -> StoreResult<Option<ServiceToken>> {
+        observed(&self.metrics, "get_token", async {
+            let hash: Option<String> = self.query(redis::cmd("GET").arg(token_id_key(id))).await?;
+            match hash {
+                Some(hash) => self.get_json(&token_key(&hash)).await,
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn list_user_tokens(&self, user_id: &str) -> StoreResult<Vec<ServiceToken>> {
+        observed(&self.metrics, "list_user_tokens", async {
+            let ids: Vec<String> = self
+                .query(redis::cmd("SMEMBERS").arg(user_tokens_key(user_id)))
+                .await?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                let hash: Option<String> =
+                    self.query(redis::cmd("GET").arg(token_id_key(&id))).await?;
+                if let Some(hash) = hash {
+                    if let Some(t) = self.get_json(&token_key(&hash)).await? {
+                        out.push(t);
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete_token(&self, id: &str) -> StoreResult<Option<ServiceToken>> {
+        observed(&self.metrics, "delete_token", async {
+            let key = token_id_key(id);
+            let mut inv = self.scripts.delete_token.prepare_invoke();
+            inv.key(&key).arg(PREFIX);
+            let raw: Option<Vec<u8>> = self.eval(&inv).await?;
+            raw.map(|bytes| decode(&key, &bytes)).transpose()
+        })
+        .await
+    }
+
+    async fn touch_token(&self, token_hash: &str, now: UnixTime, ip: &str) -> StoreResult<()> {
+        observed(&self.metrics, "touch_token", async {
+            let mut inv = self.scripts.touch_token.prepare_invoke();
+            inv.key(token_key(token_hash)).arg(now).arg(ip);
+            let _written: i64 = self.eval(&inv).await?;
             Ok(())
         })
         .await
