@@ -157,6 +157,7 @@ pub async fn create_user(
         }],
         created_at: now,
         updated_at: now,
+        version: 0,
     };
     match store.create_user(&user).await {
         Err(StoreError::Conflict(_)) => Err(AdminError::EmailTaken(new.email.to_string())),

@@ -24,6 +24,7 @@ pub enum ApiError {
         message: &'static str,
     },
     NotFound,
+    MethodNotAllowed,
     Conflict {
         code: &'static str,
         message: &'static str,
@@ -93,6 +94,11 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden { code, message } => {
                 (StatusCode::FORBIDDEN, code, message.to_string())
             }
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "This resource does not support that method.".into(),
+            ),
             ApiError::NotFound => (
                 StatusCode::NOT_FOUND,
                 "not_found",

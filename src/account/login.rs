@@ -1,7 +1,8 @@
 //! Login and logout: `GET /auth/login` (the page), `POST /auth/login` (JSON or form),
 //! `POST /auth/logout`.
 //!
-//! A login runs the steps of `auth::login`: brute-force check (per account and per IP), password
+//! A login runs the steps of `auth::login`: brute-force check (per account and per IP; the
+//! account's attempt is counted atomically before the password check), password
 //! verification on the blocking pool (a dummy hash for unknown accounts, so both cost the same),
 //! then a fresh session with a new random id. Wrong password and unknown email look identical.
 
@@ -19,7 +20,7 @@ use crate::auth::password::MAX_PASSWORD_BYTES;
 use crate::auth::ratelimit::Backoff;
 use crate::auth::secret::{hash_secret, new_csrf_token, new_id, new_session_secret};
 use crate::store::cache::revoke;
-use crate::store::{EndReason, Invalidation, Session};
+use crate::store::{EndReason, FailureCount, Invalidation, Session};
 
 const MAX_EMAIL_BYTES: usize = 254;
 
@@ -148,14 +149,31 @@ async fn login_inner(
         threshold: state.login.max_failures_per_ip,
         ..per_account
     };
+    let acct_before = state.store.failures(&acct_key, now, window).await?;
     let wait = [
-        per_account.retry_after(state.store.failures(&acct_key, now, window).await?, now),
+        per_account.retry_after(acct_before, now),
         per_ip.retry_after(state.store.failures(&ip_key, now, window).await?, now),
     ]
     .into_iter()
     .flatten()
     .max();
     if let Some(retry_after) = wait {
+        return Err(ApiError::RateLimited { retry_after });
+    }
+    // The check above and a failure recorded after the (slow) password check are two store
+    // calls: concurrent guesses would all pass the check. So the attempt is counted as a
+    // failure now, atomically, and only goes on if no racing attempt took the last allowed
+    // slot. A right password clears the count again.
+    let reserved = state.store.record_failure(&acct_key, now, window).await?;
+    let prior = FailureCount {
+        count: reserved.count.saturating_sub(1),
+        last_failure_at: if reserved.count.saturating_sub(1) == acct_before.count {
+            acct_before.last_failure_at
+        } else {
+            now
+        },
+    };
+    if let Some(retry_after) = per_account.retry_after(prior, now) {
         return Err(ApiError::RateLimited { retry_after });
     }
 
@@ -170,14 +188,18 @@ async fn login_inner(
 
     match after_password(user.as_ref(), password_ok) {
         LoginStep::Rejected => {
-            state.store.record_failure(&acct_key, now, window).await?;
+            // The account's failure was recorded before the password check.
             state.store.record_failure(&ip_key, now, window).await?;
             Err(ApiError::InvalidCredentials)
         }
-        LoginStep::NoOrganization => Err(ApiError::forbidden(
-            "no_organization",
-            "This account belongs to no organization; ask an administrator.",
-        )),
+        LoginStep::NoOrganization => {
+            // The password was right: not a failure.
+            state.store.clear_failures(&acct_key).await?;
+            Err(ApiError::forbidden(
+                "no_organization",
+                "This account belongs to no organization; ask an administrator.",
+            ))
+        }
         LoginStep::IssueSession { user_id, org_id } => {
             state.store.clear_failures(&acct_key).await?;
             let org =

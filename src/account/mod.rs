@@ -7,6 +7,7 @@ mod api;
 mod error;
 mod extract;
 mod login;
+mod tokens;
 mod ui;
 
 use std::os::unix::fs::PermissionsExt;
@@ -81,7 +82,21 @@ pub fn router(state: AppState) -> Router {
             "/auth/api/v1/orgs/{org_id}/sessions/{session_id}/expire",
             post(api::expire_session),
         )
+        .route("/auth/api/v1/me/client-ip", get(tokens::client_ip))
+        .route(
+            "/auth/api/v1/service-tokens",
+            get(tokens::list).post(tokens::create),
+        )
+        .route(
+            "/auth/api/v1/service-tokens/{token_id}",
+            axum::routing::delete(tokens::delete),
+        )
+        .route(
+            "/auth/api/v1/orgs/{org_id}/users/{user_id}",
+            axum::routing::delete(api::remove_member),
+        )
         .fallback(ui::not_found)
+        .method_not_allowed_fallback(ui::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)

@@ -49,3 +49,7 @@ pub async fn asset(Path(name): Path<String>) -> Response {
 pub async fn not_found() -> Response {
     super::error::ApiError::NotFound.into_response()
 }
+
+pub async fn method_not_allowed() -> Response {
+    super::error::ApiError::MethodNotAllowed.into_response()
+}

@@ -60,6 +60,7 @@ mod tests {
             }],
             created_at: 0,
             updated_at: 0,
+            version: 0,
         };
         let session = Session {
             id: "ses_1".into(),

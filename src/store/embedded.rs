@@ -217,6 +217,49 @@ impl DirectoryStore for EmbeddedStore {
         .await
     }
 
+    async fn update_user(&self, user: &User) -> StoreResult<bool> {
+        let user = user.clone();
+        self.run("update_user", move |db| {
+            let txn = db.begin_write().map_err(db_err)?;
+            {
+                let mut users = txn.open_table(USERS).map_err(db_err)?;
+                let current: User = match users.get(user.id.as_str()).map_err(db_err)? {
+                    Some(v) => decode(&user.id, v.value())?,
+                    None => return Ok(false),
+                };
+                if current.version != user.version {
+                    return Ok(false);
+                }
+                let (old_email, new_email) =
+                    (current.email.to_lowercase(), user.email.to_lowercase());
+                if old_email != new_email {
+                    let mut emails = txn.open_table(USER_EMAILS).map_err(db_err)?;
+                    let taken = emails
+                        .get(new_email.as_str())
+                        .map_err(db_err)?
+                        .is_some_and(|owner| owner.value() != user.id);
+                    if taken {
+                        return Err(StoreError::Conflict("email already in use"));
+                    }
+                    emails.remove(old_email.as_str()).map_err(db_err)?;
+                    emails
+                        .insert(new_email.as_str(), user.id.as_str())
+                        .map_err(db_err)?;
+                }
+                let stored = User {
+                    version: user.version + 1,
+                    ..user.clone()
+                };
+                users
+                    .insert(user.id.as_str(), encode(&stored)?.as_slice())
+                    .map_err(db_err)?;
+            }
+            txn.commit().map_err(db_err)?;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn get_user(&self, id: &str) -> StoreResult<Option<User>> {
         let id = id.to_string();
         self.run("get_user", move |db| get_json(db, USERS, &id))

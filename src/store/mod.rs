@@ -121,6 +121,9 @@ pub struct User {
     pub memberships: Vec<Membership>,
     pub created_at: UnixTime,
     pub updated_at: UnixTime,
+    /// Bumped by every `update_user`; an update based on a stale copy is refused.
+    #[serde(default)]
+    pub version: u64,
 }
 
 impl User {
@@ -141,6 +144,8 @@ pub enum EndReason {
     ExpiredByAdmin,
     TimedOut,
     PasswordChanged,
+    /// The user was removed from the session's organization.
+    MemberRemoved,
 }
 
 /// A browser session. Keyed by the SHA-256 of the cookie secret; `id` is the public handle
@@ -279,6 +284,32 @@ pub trait DirectoryStore {
     async fn create_user(&self, user: &User) -> StoreResult<()>;
     async fn get_user(&self, id: &str) -> StoreResult<Option<User>>;
     async fn find_user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
+    /// Compare-and-set: stores `user` (with `version + 1`) only if the stored record still has
+    /// `user.version`; `Ok(false)` if it changed meanwhile or is gone. A new email that another
+    /// user has is a `Conflict`. Use `modify_user` rather than calling this directly.
+    async fn update_user(&self, user: &User) -> StoreResult<bool>;
+}
+
+/// Applies `change` to the current user record, retrying when another writer got there first.
+/// Returns the stored result, `None` if there is no such user.
+pub async fn modify_user(
+    store: &dyn Store,
+    id: &str,
+    change: impl Fn(&mut User),
+) -> StoreResult<Option<User>> {
+    for _ in 0..16 {
+        let Some(mut user) = store.get_user(id).await? else {
+            return Ok(None);
+        };
+        change(&mut user);
+        if store.update_user(&user).await? {
+            user.version += 1;
+            return Ok(Some(user));
+        }
+    }
+    Err(StoreError::Unavailable(format!(
+        "user {id} kept changing; gave up after 16 attempts"
+    )))
 }
 
 /// Browser sessions: the hot path reads them, the account app creates and ends them.

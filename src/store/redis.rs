@@ -264,18 +264,23 @@ return 1
 "#;
 
 /// KEYS: token_id. ARGV: key prefix. Deletes all three keys of the token and returns its JSON,
-/// or nil if there is no such token.
+/// or nil if there is no such token. An undecodable record is reported and left in place,
+/// like the embedded backend (whose transaction aborts on the decode error).
 const DELETE_TOKEN: &str = r#"
 local hash = redis.call('GET', KEYS[1])
 if not hash then return false end
 local key = ARGV[1] .. 'token:' .. hash
 local raw = redis.call('GET', key)
-redis.call('DEL', KEYS[1], key)
-if not raw then return false end
-local ok, t = pcall(cjson.decode, raw)
-if ok and type(t) == 'table' and type(t.user_id) == 'string' then
-  redis.call('SREM', ARGV[1] .. 'user_tokens:' .. t.user_id, t.id)
+if not raw then
+  redis.call('DEL', KEYS[1])
+  return false
 end
+local ok, t = pcall(cjson.decode, raw)
+if not ok or type(t) ~= 'table' or type(t.id) ~= 'string' or type(t.user_id) ~= 'string' then
+  return redis.error_reply('CORRUPT ' .. key)
+end
+redis.call('DEL', KEYS[1], key)
+redis.call('SREM', ARGV[1] .. 'user_tokens:' .. t.user_id, t.id)
 return raw
 "#;
 
@@ -295,6 +300,28 @@ end
 return 0
 "#;
 
+/// KEYS: user, new email, old email. ARGV: expected version, new JSON, user id.
+/// Compare-and-set on the user's `version` (decoded, never re-encoded: user records hold
+/// arrays, which cjson cannot round-trip). Returns 1 if written, 0 if the version moved or the
+/// user is gone, 2 if the new email belongs to someone else.
+const UPDATE_USER: &str = r#"
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+local ok, u = pcall(cjson.decode, raw)
+if not ok or type(u) ~= 'table' then return redis.error_reply('CORRUPT ' .. KEYS[1]) end
+local v = u.version
+if v == nil or v == cjson.null then v = 0 end
+if v ~= tonumber(ARGV[1]) then return 0 end
+if KEYS[2] ~= KEYS[3] then
+  local owner = redis.call('GET', KEYS[2])
+  if owner and owner ~= ARGV[3] then return 2 end
+  redis.call('DEL', KEYS[3])
+  redis.call('SET', KEYS[2], ARGV[3])
+end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"#;
+
 struct Scripts {
     create_org: Script,
     create_user: Script,
@@ -306,6 +333,7 @@ struct Scripts {
     record_failure: Script,
     create_token: Script,
     delete_token: Script,
+    update_user: Script,
     touch_token: Script,
 }
 
@@ -321,6 +349,7 @@ impl Scripts {
             purge_org_sessions: Script::new(PURGE_ORG_SESSIONS),
             record_failure: Script::new(RECORD_FAILURE),
             create_token: Script::new(CREATE_TOKEN),
+            update_user: Script::new(UPDATE_USER),
             delete_token: Script::new(DELETE_TOKEN),
             touch_token: Script::new(TOUCH_TOKEN),
         }
@@ -596,6 +625,32 @@ impl DirectoryStore for RedisStore {
                 0 => Ok(()),
                 1 => Err(StoreError::Conflict("email already in use")),
                 _ => Err(StoreError::Conflict("user id exists")),
+            }
+        })
+        .await
+    }
+
+    async fn update_user(&self, user: &User) -> StoreResult<bool> {
+        observed(&self.metrics, "update_user", async {
+            let current: Option<User> = self.get_json(&user_key(&user.id)).await?;
+            let Some(current) = current else {
+                return Ok(false);
+            };
+            let stored = User {
+                version: user.version + 1,
+                ..user.clone()
+            };
+            let mut inv = self.scripts.update_user.prepare_invoke();
+            inv.key(user_key(&user.id))
+                .key(user_email_key(&user.email))
+                .key(user_email_key(&current.email))
+                .arg(user.version)
+                .arg(encode(&stored)?)
+                .arg(&user.id);
+            match self.eval::<i64>(&inv).await? {
+                1 => Ok(true),
+                2 => Err(StoreError::Conflict("email already in use")),
+                _ => Ok(false),
             }
         })
         .await

@@ -1,6 +1,8 @@
 //! Integration tests: the real gateway, a real redis-server, real HTTP.
 
+mod bad_input;
 mod harness;
+mod login;
 mod proxy;
 mod redis_server;
 mod replicas;
