@@ -8,3 +8,4 @@ mod redis_server;
 mod replicas;
 mod sessions;
 mod store_conformance;
+mod tokens;
