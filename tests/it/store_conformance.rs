@@ -13,16 +13,19 @@ use tokio::sync::watch;
 use xelon_gateway::clock::{Clock, ManualClock};
 use xelon_gateway::metrics::Metrics;
 use xelon_gateway::store::{
-    self, EndReason, FailureCount, Invalidation, InvalidationEvent, Membership, Organization,
-    Permission, Role, Session, SharedStore, StoreError, User, SECONDS_PER_DAY,
+    self, modify_user, EndReason, FailureCount, Invalidation, InvalidationEvent, Membership,
+    Organization, Permission, Role, ServiceToken, Session, SharedStore, StoreError, User,
+    SECONDS_PER_DAY,
 };
 
 use crate::redis_server::RedisServer;
 
 /// Every op label both backends must report to `xgw_store_operation_seconds`.
-const OPS: [&str; 17] = [
+const OPS: [&str; 25] = [
     "create_org",
     "get_org",
+    "list_org_ids",
+    "update_user",
     "set_session_duration",
     "create_user",
     "get_user",
@@ -34,6 +37,12 @@ const OPS: [&str; 17] = [
     "touch_session",
     "list_org_sessions",
     "purge_sessions",
+    "create_token",
+    "token_by_hash",
+    "get_token",
+    "list_user_tokens",
+    "delete_token",
+    "touch_token",
     "record_failure",
     "failures",
     "clear_failures",
@@ -69,6 +78,7 @@ fn user(id: &str, email: &str, org_id: &str, t: i64) -> User {
         }],
         created_at: t,
         updated_at: t,
+        version: 0,
     }
 }
 
@@ -95,6 +105,28 @@ fn by_id(mut sessions: Vec<Session>) -> Vec<Session> {
     sessions
 }
 
+/// A service token, never used yet; its name exercises JSON escaping (the Redis backend
+/// re-encodes tokens in Lua when touching them).
+fn token(id: &str, user_id: &str, org_id: &str, ip: Option<&str>, t: i64) -> ServiceToken {
+    ServiceToken {
+        id: id.to_string(),
+        token_hash: format!("hash-{id}"),
+        name: format!("CI \"{id}\" Grüße back\\slash ✓ / deploy"),
+        user_id: user_id.to_string(),
+        org_id: org_id.to_string(),
+        ip: ip.map(str::to_string),
+        client_id: format!("client-{id}"),
+        created_at: t,
+        last_used_at: None,
+        last_used_ip: None,
+    }
+}
+
+fn tokens_by_id(mut tokens: Vec<ServiceToken>) -> Vec<ServiceToken> {
+    tokens.sort_by(|a, b| a.id.cmp(&b.id));
+    tokens
+}
+
 // --- the suite ---------------------------------------------------------------------------------
 
 /// Runs every contract against a fresh, empty store.
@@ -107,9 +139,107 @@ pub async fn run_suite(store: SharedStore, clock: Arc<ManualClock>) {
         .expect("publish");
     directory(&store, t0).await;
     sessions_and_purge(&store, t0).await;
+    tokens(&store, t0).await;
     rate_limits(&store, &clock).await;
     concurrent_failures(&store, clock.now()).await;
     concurrent_user_creation(&store, clock.now()).await;
+    user_updates(&store, clock.now()).await;
+}
+
+/// `update_user` is a compare-and-set on `version`; `modify_user` retries it.
+async fn user_updates(store: &SharedStore, t: i64) {
+    let u = user("upd-1", "Upd.One@example.com", "org-a", t);
+    store.create_user(&u).await.expect("create");
+    let other = user("upd-2", "upd.two@example.com", "org-a", t);
+    store.create_user(&other).await.expect("create");
+
+    // A change based on the current version is stored, with the version bumped.
+    let mut changed = u.clone();
+    changed.first_name = "Changed".into();
+    changed.email = "new.one@example.com".into();
+    assert!(store.update_user(&changed).await.expect("update"));
+    let stored = store.get_user("upd-1").await.expect("get").expect("exists");
+    assert_eq!(stored.first_name, "Changed");
+    assert_eq!(stored.version, 1);
+    // The email index moved: the new address finds the user, the old one nobody.
+    assert_eq!(
+        store
+            .find_user_by_email("NEW.ONE@example.com")
+            .await
+            .expect("find")
+            .map(|u| u.id),
+        Some("upd-1".to_string())
+    );
+    assert_eq!(
+        store
+            .find_user_by_email("upd.one@example.com")
+            .await
+            .expect("find"),
+        None
+    );
+    // A change based on a stale copy is refused and changes nothing.
+    assert!(!store.update_user(&changed).await.expect("stale update"));
+    assert_eq!(
+        store
+            .get_user("upd-1")
+            .await
+            .expect("get")
+            .expect("exists")
+            .version,
+        1
+    );
+    // Taking another user's email is a conflict; nothing changes.
+    let mut thief = stored.clone();
+    thief.email = "UPD.TWO@example.com".into();
+    assert!(matches!(
+        store.update_user(&thief).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store.get_user("upd-1").await.expect("get").expect("exists"),
+        stored
+    );
+    // A case-only change of one's own email is fine.
+    let mut recased = stored.clone();
+    recased.email = "New.One@Example.com".into();
+    assert!(store.update_user(&recased).await.expect("recase"));
+    // Missing users are not created.
+    assert!(!store
+        .update_user(&user("upd-ghost", "ghost@example.com", "org-a", t))
+        .await
+        .expect("ghost"));
+    assert_eq!(store.get_user("upd-ghost").await.expect("get"), None);
+
+    // Concurrent modifications all land: none is lost to a race.
+    let tasks = (0..8).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            modify_user(store.as_ref(), "upd-2", move |u| {
+                u.job_title = Some(format!("{}{i}", u.job_title.clone().unwrap_or_default()));
+            })
+            .await
+        })
+    });
+    for r in join_all(tasks).await {
+        assert!(r.expect("task").expect("modify").is_some());
+    }
+    let final_user = store.get_user("upd-2").await.expect("get").expect("exists");
+    assert_eq!(final_user.version, 8);
+    // Each task appended its digit to the title (whose fixture text has no digits).
+    let mut digits: Vec<char> = final_user
+        .job_title
+        .unwrap_or_default()
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect();
+    digits.sort();
+    assert_eq!(digits, "01234567".chars().collect::<Vec<_>>());
+    assert_eq!(
+        modify_user(store.as_ref(), "upd-ghost", |_| {})
+            .await
+            .expect("modify"),
+        None
+    );
 }
 
 async fn directory(store: &SharedStore, t0: i64) {
@@ -486,6 +616,235 @@ async fn sessions_and_purge(store: &SharedStore, t0: i64) {
     );
 }
 
+async fn tokens(store: &SharedStore, t0: i64) {
+    let a1 = token("tok_a1", "user-alice", "org-a", None, t0);
+    let a2 = token(
+        "tok_a2",
+        "user-alice",
+        "org-b",
+        Some("203.0.113.0/24"),
+        t0 + 1,
+    );
+    let b1 = token("tok_b1", "user-bob", "org-a", Some("198.51.100.7"), t0 + 2);
+    for t in [&a1, &a2, &b1] {
+        store.create_token(t).await.expect("create token");
+    }
+    for t in [&a1, &a2, &b1] {
+        assert_eq!(
+            store.get_token(&t.id).await.expect("by id"),
+            Some(t.clone()),
+            "{} round-trips by id",
+            t.id
+        );
+        assert_eq!(
+            store.token_by_hash(&t.token_hash).await.expect("by hash"),
+            Some(t.clone()),
+            "{} round-trips by hash",
+            t.id
+        );
+    }
+    assert_eq!(store.get_token("tok_missing").await.expect("by id"), None);
+    assert_eq!(
+        store.token_by_hash("hash-missing").await.expect("by hash"),
+        None
+    );
+
+    // Neither the id nor the token hash may be taken twice; a refused token leaves no trace.
+    let same_id = ServiceToken {
+        token_hash: "hash-other".to_string(),
+        user_id: "user-mallory".to_string(),
+        ..a1.clone()
+    };
+    let same_hash = ServiceToken {
+        id: "tok_other".to_string(),
+        user_id: "user-mallory".to_string(),
+        ..a1.clone()
+    };
+    for dup in [&same_id, &same_hash] {
+        assert!(
+            matches!(store.create_token(dup).await, Err(StoreError::Conflict(_))),
+            "duplicate token {dup:?} must be a conflict"
+        );
+    }
+    assert_eq!(
+        store.token_by_hash("hash-other").await.expect("by hash"),
+        None
+    );
+    assert_eq!(store.get_token("tok_other").await.expect("by id"), None);
+    assert_eq!(
+        store.get_token("tok_a1").await.expect("by id"),
+        Some(a1.clone()),
+        "a duplicate must not overwrite the original"
+    );
+    assert_eq!(
+        store.token_by_hash("hash-tok_a1").await.expect("by hash"),
+        Some(a1.clone()),
+        "a duplicate must not overwrite the original"
+    );
+    assert!(store
+        .list_user_tokens("user-mallory")
+        .await
+        .expect("list")
+        .is_empty());
+
+    // Listing is per user, across organizations.
+    assert_eq!(
+        tokens_by_id(store.list_user_tokens("user-alice").await.expect("list")),
+        vec![a1.clone(), a2.clone()]
+    );
+    assert_eq!(
+        store.list_user_tokens("user-bob").await.expect("list"),
+        vec![b1.clone()]
+    );
+    assert!(store
+        .list_user_tokens("user-missing")
+        .await
+        .expect("list")
+        .is_empty());
+
+    // Touching records the use, only moves forward, and touches nothing else.
+    store
+        .touch_token("hash-tok_a1", t0 + 60, "192.0.2.50")
+        .await
+        .expect("touch");
+    let a1_touched = ServiceToken {
+        last_used_at: Some(t0 + 60),
+        last_used_ip: Some("192.0.2.50".to_string()),
+        ..a1.clone()
+    };
+    assert_eq!(
+        store.token_by_hash("hash-tok_a1").await.expect("by hash"),
+        Some(a1_touched.clone())
+    );
+    assert_eq!(
+        store.get_token("tok_a1").await.expect("by id"),
+        Some(a1_touched.clone())
+    );
+    for (at, why) in [(t0 + 30, "earlier"), (t0 + 60, "the same second")] {
+        store
+            .touch_token("hash-tok_a1", at, "203.0.113.9")
+            .await
+            .expect("touch");
+        assert_eq!(
+            store.token_by_hash("hash-tok_a1").await.expect("by hash"),
+            Some(a1_touched.clone()),
+            "a touch at {why} must not change the token"
+        );
+    }
+    store
+        .touch_token("hash-tok_a1", t0 + 120, "203.0.113.9")
+        .await
+        .expect("touch");
+    let a1_touched = ServiceToken {
+        last_used_at: Some(t0 + 120),
+        last_used_ip: Some("203.0.113.9".to_string()),
+        ..a1.clone()
+    };
+    assert_eq!(
+        store.token_by_hash("hash-tok_a1").await.expect("by hash"),
+        Some(a1_touched.clone())
+    );
+    store
+        .touch_token("hash-missing", t0 + 120, "203.0.113.9")
+        .await
+        .expect("touching a missing token is not an error");
+    assert_eq!(
+        store.token_by_hash("hash-missing").await.expect("by hash"),
+        None,
+        "touch must not create a token"
+    );
+    assert_eq!(
+        tokens_by_id(store.list_user_tokens("user-alice").await.expect("list")),
+        vec![a1_touched.clone(), a2.clone()],
+        "the listing shows the touched token and leaves the others alone"
+    );
+    assert_eq!(
+        store.get_token("tok_b1").await.expect("by id"),
+        Some(b1.clone())
+    );
+
+    // Deleting returns the record and removes every way to find it.
+    assert_eq!(
+        store.delete_token("tok_a2").await.expect("delete"),
+        Some(a2.clone())
+    );
+    assert_eq!(store.get_token("tok_a2").await.expect("by id"), None);
+    assert_eq!(
+        store.token_by_hash("hash-tok_a2").await.expect("by hash"),
+        None
+    );
+    assert_eq!(
+        store.list_user_tokens("user-alice").await.expect("list"),
+        vec![a1_touched.clone()]
+    );
+    assert_eq!(
+        store.delete_token("tok_a2").await.expect("delete again"),
+        None,
+        "a token is deleted once"
+    );
+    assert_eq!(
+        store
+            .delete_token("tok_missing")
+            .await
+            .expect("delete missing"),
+        None
+    );
+    store
+        .touch_token("hash-tok_a2", t0 + 180, "192.0.2.1")
+        .await
+        .expect("touching a deleted token is not an error");
+    assert_eq!(
+        store.token_by_hash("hash-tok_a2").await.expect("by hash"),
+        None,
+        "touch must not revive a deleted token"
+    );
+    assert_eq!(
+        store.list_user_tokens("user-bob").await.expect("list"),
+        vec![b1.clone()],
+        "other users' tokens are untouched"
+    );
+    // Nothing of a deleted token lingers to block its id or hash.
+    store
+        .create_token(&a2)
+        .await
+        .expect("re-create after delete");
+    assert_eq!(
+        tokens_by_id(store.list_user_tokens("user-alice").await.expect("list")),
+        vec![a1_touched.clone(), a2.clone()]
+    );
+    assert_eq!(
+        store.delete_token("tok_a2").await.expect("delete"),
+        Some(a2.clone())
+    );
+
+    // Concurrent deletes of one token: exactly one gets it.
+    let race = token("tok_race", "user-bob", "org-b", Some("192.0.2.7"), t0);
+    store.create_token(&race).await.expect("create");
+    let tasks = (0..10).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move { store.delete_token("tok_race").await })
+    });
+    let deleted: Vec<ServiceToken> = join_all(tasks)
+        .await
+        .into_iter()
+        .filter_map(|r| r.expect("task").expect("delete"))
+        .collect();
+    assert_eq!(
+        deleted,
+        vec![race.clone()],
+        "exactly one concurrent delete returns the token"
+    );
+    assert_eq!(store.get_token("tok_race").await.expect("by id"), None);
+    assert_eq!(
+        store.token_by_hash("hash-tok_race").await.expect("by hash"),
+        None
+    );
+    assert_eq!(
+        store.list_user_tokens("user-bob").await.expect("list"),
+        vec![b1.clone()]
+    );
+}
+
 async fn rate_limits(store: &SharedStore, clock: &ManualClock) {
     const W: i64 = 900;
     let key = "login:alice.smith@example.com";
@@ -690,6 +1049,31 @@ async fn store_conformance_redis() {
     assert_ops_observed(&metrics);
 }
 
+#[test]
+fn store_conformance_invalidations_encode_and_decode() {
+    for (inv, text) in [
+        (Invalidation::Session("h1".to_string()), "session:h1"),
+        (Invalidation::Token("9f86d08".to_string()), "token:9f86d08"),
+        (Invalidation::Org("org-a".to_string()), "org:org-a"),
+        (
+            Invalidation::User("user-alice".to_string()),
+            "user:user-alice",
+        ),
+        // Only the first colon separates the kind from the value.
+        (Invalidation::Token("a:b".to_string()), "token:a:b"),
+    ] {
+        assert_eq!(inv.encode(), text);
+        assert_eq!(Invalidation::decode(text), Some(inv));
+    }
+    for bad in ["", "token", "tokens:h", "Token:h"] {
+        assert_eq!(
+            Invalidation::decode(bad),
+            None,
+            "{bad:?} is not an invalidation"
+        );
+    }
+}
+
 // --- Redis only --------------------------------------------------------------------------------
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -781,6 +1165,7 @@ async fn store_conformance_redis_invalidations_survive_an_outage() {
     assert_eq!(metrics_a.invalidation_feed_up.get(), 1);
     for inv in [
         Invalidation::Session("hash-1".to_string()),
+        Invalidation::Token("hash-tok-1".to_string()),
         Invalidation::Org("org-1".to_string()),
         Invalidation::User("user-1".to_string()),
     ] {
@@ -870,6 +1255,14 @@ async fn store_conformance_redis_key_layout_and_corrupt_records() {
     store.create_org(&o).await.expect("org");
     store.create_user(&u).await.expect("user");
     store.create_session(&s).await.expect("session");
+    let tok = token(
+        "tok_layout",
+        "layout-user",
+        "layout-org",
+        Some("203.0.113.0/24"),
+        t,
+    );
+    store.create_token(&tok).await.expect("token");
     store
         .record_failure("login:layout", t, 900)
         .await
@@ -948,6 +1341,80 @@ async fn store_conformance_redis_key_layout_and_corrupt_records() {
         .await
         .unwrap();
     assert!(ttl > 119 * SECONDS_PER_DAY, "TTL kept, has {ttl}");
+    // Service tokens: record by hash, id -> hash, the owner's set; none of them expires.
+    let token_json: Option<String> = get("xgw:token:hash-tok_layout")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(json(token_json), serde_json::to_value(&tok).unwrap());
+    let hash: Option<String> = get("xgw:token_id:tok_layout")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(hash.as_deref(), Some("hash-tok_layout"));
+    let owned: bool = redis::cmd("SISMEMBER")
+        .arg("xgw:user_tokens:layout-user")
+        .arg("tok_layout")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(owned);
+    const TOKEN_KEYS: [&str; 3] = [
+        "xgw:token:hash-tok_layout",
+        "xgw:token_id:tok_layout",
+        "xgw:user_tokens:layout-user",
+    ];
+    let ttls = |raw: &mut redis::aio::MultiplexedConnection| {
+        let mut raw = raw.clone();
+        async move {
+            let mut out = Vec::new();
+            for k in TOKEN_KEYS {
+                let ttl: i64 = redis::cmd("TTL")
+                    .arg(k)
+                    .query_async(&mut raw)
+                    .await
+                    .unwrap();
+                out.push((k, ttl));
+            }
+            out
+        }
+    };
+    assert_eq!(
+        ttls(&mut raw).await,
+        TOKEN_KEYS.map(|k| (k, -1)).to_vec(),
+        "token keys live until the token is deleted"
+    );
+    store
+        .touch_token("hash-tok_layout", t + 60, "203.0.113.42")
+        .await
+        .unwrap();
+    let token_json: Option<String> = get("xgw:token:hash-tok_layout")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(
+        json(token_json),
+        serde_json::to_value(ServiceToken {
+            last_used_at: Some(t + 60),
+            last_used_ip: Some("203.0.113.42".to_string()),
+            ..tok.clone()
+        })
+        .unwrap(),
+        "the touched record is the same JSON with the use recorded"
+    );
+    assert_eq!(
+        ttls(&mut raw).await,
+        TOKEN_KEYS.map(|k| (k, -1)).to_vec(),
+        "touching does not add a TTL"
+    );
+    store.delete_token("tok_layout").await.unwrap().unwrap();
+    let left: i64 = redis::cmd("EXISTS")
+        .arg(&TOKEN_KEYS[..])
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "deleting a token removes all its keys");
+
     let window: std::collections::HashMap<String, i64> = redis::cmd("HGETALL")
         .arg("xgw:fail:login:layout")
         .query_async(&mut raw)
@@ -995,6 +1462,14 @@ async fn store_conformance_redis_key_layout_and_corrupt_records() {
         .arg("xgw:org:bad-org")
         .arg("[]]")
         .ignore()
+        .cmd("SET")
+        .arg("xgw:token:hash-bad-token")
+        .arg("{not json")
+        .ignore()
+        .cmd("SET")
+        .arg("xgw:token_id:tok_bad")
+        .arg("hash-bad-token")
+        .ignore()
         .query_async(&mut raw)
         .await
         .unwrap();
@@ -1024,14 +1499,37 @@ async fn store_conformance_redis_key_layout_and_corrupt_records() {
         store.set_session_duration("bad-org", 1).await.map(|_| ()),
         "set_session_duration",
     );
-    let still: Option<String> = get("xgw:session:hash-bad")
+    corrupt(
+        store.token_by_hash("hash-bad-token").await.map(|_| ()),
+        "token_by_hash",
+    );
+    corrupt(store.get_token("tok_bad").await.map(|_| ()), "get_token");
+    corrupt(
+        store
+            .touch_token("hash-bad-token", t + 1, "192.0.2.1")
+            .await,
+        "touch_token",
+    );
+    corrupt(
+        store.delete_token("tok_bad").await.map(|_| ()),
+        "delete_token",
+    );
+    for k in ["xgw:session:hash-bad", "xgw:token:hash-bad-token"] {
+        let still: Option<String> = get(k).query_async(&mut raw).await.unwrap();
+        assert_eq!(
+            still.as_deref(),
+            Some("{not json"),
+            "{k}: nothing was overwritten or deleted"
+        );
+    }
+    let id_still: Option<String> = get("xgw:token_id:tok_bad")
         .query_async(&mut raw)
         .await
         .unwrap();
     assert_eq!(
-        still.as_deref(),
-        Some("{not json"),
-        "nothing was overwritten"
+        id_still.as_deref(),
+        Some("hash-bad-token"),
+        "a refused delete keeps the id index, like the embedded store"
     );
 
     // The watcher stops promptly while subscribed, too.
