@@ -89,8 +89,21 @@ pub fn route_of(path: &str) -> Route {
     }
 }
 
+/// A path an upstream might normalize into a different one (`/public/../api`, `%2e%2e`,
+/// backslashes, `//`). Such a path never counts as public: the prefix match would be about a
+/// path the upstream does not serve.
+fn is_ambiguous_path(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    path.contains('\\')
+        || path.contains("//")
+        || lower.contains("%2e")
+        || lower.contains("%2f")
+        || lower.contains("%5c")
+        || path.split('/').any(|seg| seg == "." || seg == "..")
+}
+
 fn is_public(path: &str, public_paths: &[String]) -> bool {
-    public_paths.iter().any(|p| {
+    !is_ambiguous_path(path) && public_paths.iter().any(|p| {
         path == p
             || (path.starts_with(p.as_str())
                 && (p.ends_with('/') || path[p.len()..].starts_with('/')))
@@ -528,6 +541,17 @@ mod tests {
         assert!(!is_public("/statusx", &public));
         assert!(is_public("/docs/a", &public));
         assert!(!is_public("/api", &public));
+        for sneaky in [
+            "/status/../api",
+            "/status/%2e%2e/api",
+            "/status/%2E%2E%2Fapi",
+            "/status/..",
+            "/status//api",
+            "/status/.\\api",
+            "/docs/./x",
+        ] {
+            assert!(!is_public(sneaky, &public), "{sneaky}");
+        }
     }
 
     #[test]

@@ -129,6 +129,11 @@ async fn public_paths_pass_without_a_credential_and_without_identity() {
     assert!(echo["headers"].get("x-auth-user-id").is_none());
     let resp = client.get(gw.url("/publicity")).send().await.unwrap();
     assert_eq!(resp.status(), 401, "a prefix match is per path segment");
+    // Paths an upstream could normalize out of the public prefix need a credential.
+    for sneaky in ["/public/%2e%2e/api/x", "/public/%2E%2E%2Fapi", "/public//api"] {
+        let resp = client.get(gw.url(sneaky)).send().await.unwrap();
+        assert_eq!(resp.status(), 401, "{sneaky}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
