@@ -17,6 +17,7 @@ pub mod cache;
 pub mod embedded;
 pub mod redis;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -288,6 +289,8 @@ pub trait DirectoryStore {
     /// `user.version`; `Ok(false)` if it changed meanwhile or is gone. A new email that another
     /// user has is a `Conflict`. Use `modify_user` rather than calling this directly.
     async fn update_user(&self, user: &User) -> StoreResult<bool>;
+    /// Every user with a membership in the organization, in no particular order.
+    async fn list_org_members(&self, org_id: &str) -> StoreResult<Vec<User>>;
 }
 
 /// Applies `change` to the current user record, retrying when another writer got there first.
@@ -369,10 +372,170 @@ pub trait RateLimitStore {
     async fn clear_failures(&self, key: &str) -> StoreResult<()>;
 }
 
+/// A user's picture as the account app re-encoded it (never the bytes a client uploaded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Avatar {
+    /// `image/png`, ...
+    pub content_type: String,
+    pub data: Vec<u8>,
+    /// A strong HTTP validator for `data` (sent quoted in `ETag`).
+    pub etag: String,
+    pub updated_at: UnixTime,
+}
+
+/// Avatars, one per user, kept apart from the user record so the hot path never loads them.
+#[async_trait]
+pub trait AvatarStore {
+    /// Stores the user's avatar, replacing any previous one.
+    async fn put_avatar(&self, user_id: &str, avatar: &Avatar) -> StoreResult<()>;
+    async fn get_avatar(&self, user_id: &str) -> StoreResult<Option<Avatar>>;
+    /// Removes it; `false` if there was none.
+    async fn delete_avatar(&self, user_id: &str) -> StoreResult<bool>;
+}
+
+/// What an audit entry records. New kinds are added at the end; a kind this version does not
+/// know (written by a newer replica) reads as `Other` rather than failing the whole page.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditEvent {
+    LoginSucceeded,
+    LoginFailed,
+    Logout,
+    SessionExpiredByAdmin,
+    PasswordChanged,
+    EmailChanged,
+    MemberCreated,
+    MemberRemoved,
+    ServiceTokenCreated,
+    ServiceTokenDeleted,
+    #[serde(other)]
+    Other,
+}
+
+impl AuditEvent {
+    pub const ALL: [AuditEvent; 11] = [
+        AuditEvent::LoginSucceeded,
+        AuditEvent::LoginFailed,
+        AuditEvent::Logout,
+        AuditEvent::SessionExpiredByAdmin,
+        AuditEvent::PasswordChanged,
+        AuditEvent::EmailChanged,
+        AuditEvent::MemberCreated,
+        AuditEvent::MemberRemoved,
+        AuditEvent::ServiceTokenCreated,
+        AuditEvent::ServiceTokenDeleted,
+        AuditEvent::Other,
+    ];
+
+    /// The wire name (also the `type` label of `xgw_audit_events_total`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditEvent::LoginSucceeded => "login_succeeded",
+            AuditEvent::LoginFailed => "login_failed",
+            AuditEvent::Logout => "logout",
+            AuditEvent::SessionExpiredByAdmin => "session_expired_by_admin",
+            AuditEvent::PasswordChanged => "password_changed",
+            AuditEvent::EmailChanged => "email_changed",
+            AuditEvent::MemberCreated => "member_created",
+            AuditEvent::MemberRemoved => "member_removed",
+            AuditEvent::ServiceTokenCreated => "service_token_created",
+            AuditEvent::ServiceTokenDeleted => "service_token_deleted",
+            AuditEvent::Other => "other",
+        }
+    }
+}
+
+/// One security-relevant event in an organization's audit log.
+///
+/// `id` is `aud_` + the time as 12 hex digits + 16 random hex digits (`audit_id`), so ids sort
+/// by time: both backends page and purge by comparing ids, never by decoding entries.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub id: String,
+    pub time: UnixTime,
+    pub org_id: String,
+    pub event: AuditEvent,
+    /// Who did it (`None` when nobody is signed in, e.g. a failed login).
+    #[serde(default)]
+    pub actor_user_id: Option<String>,
+    /// What it was done to: a user, session or token id (they carry their kind as a prefix).
+    #[serde(default)]
+    pub target: Option<String>,
+    pub ip: String,
+    pub user_agent: String,
+    /// Event-specific facts, e.g. the old and new email address.
+    #[serde(default)]
+    pub details: BTreeMap<String, String>,
+}
+
+/// Length of every audit id: `aud_` + 12 + 16 hex digits.
+pub const AUDIT_ID_LEN: usize = 32;
+
+/// The smallest id of an entry at `time`: every entry of an earlier second sorts below it.
+pub fn audit_id_floor(time: UnixTime) -> String {
+    format!("aud_{:012x}", time.clamp(0, 0xffff_ffff_ffff))
+}
+
+/// A fresh audit id for an entry at `time` (`nonce`: 8 random bytes).
+pub fn audit_id(time: UnixTime, nonce: [u8; 8]) -> String {
+    format!("{}{}", audit_id_floor(time), hex::encode(nonce))
+}
+
+/// Whether `id` has the shape of an audit id (API cursors are checked with it).
+pub fn is_audit_id(id: &str) -> bool {
+    id.len() == AUDIT_ID_LEN
+        && id.starts_with("aud_")
+        && id[4..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+impl AuditEntry {
+    /// Both backends refuse an entry whose id does not start with its own time: paging and
+    /// purging would misplace it.
+    pub(crate) fn check_id(&self) -> StoreResult<()> {
+        if is_audit_id(&self.id) && self.id.starts_with(&audit_id_floor(self.time)) {
+            Ok(())
+        } else {
+            Err(StoreError::Corrupt {
+                key: self.id.clone(),
+                reason: "an audit id must be audit_id(time, ..)".to_string(),
+            })
+        }
+    }
+}
+
+/// The most entries one `list_audit` call returns.
+pub const AUDIT_PAGE_MAX: usize = 200;
+
+/// The audit log: appended by the account app, paged by org admins, purged by the sweeper.
+#[async_trait]
+pub trait AuditStore {
+    async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()>;
+    /// The organization's entries with an id below `before` (all when `None`), newest first,
+    /// at most `limit` (capped at `AUDIT_PAGE_MAX`).
+    async fn list_audit(
+        &self,
+        org_id: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<AuditEntry>>;
+    /// Deletes every entry (of every organization) with `time < cutoff`; returns how many.
+    async fn purge_audit(&self, cutoff: UnixTime) -> StoreResult<usize>;
+}
+
 /// Everything the gateway needs from its state.
 #[async_trait]
 pub trait Store:
-    DirectoryStore + SessionStore + TokenStore + RateLimitStore + Send + Sync + 'static
+    DirectoryStore
+    + SessionStore
+    + TokenStore
+    + RateLimitStore
+    + AvatarStore
+    + AuditStore
+    + Send
+    + Sync
+    + 'static
 {
     fn backend_name(&self) -> &'static str;
     /// A cheap round trip used by `/readyz`.
@@ -435,4 +598,39 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> StoreResult<Vec<u8>> {
 /// out starts over.
 pub(crate) fn window_expired(first_failure_at: UnixTime, window_secs: i64, now: UnixTime) -> bool {
     now >= first_failure_at + window_secs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_ids_sort_by_time_and_have_one_shape() {
+        let early = audit_id(1_700_000_000, [0xff; 8]);
+        let late = audit_id(1_700_000_001, [0; 8]);
+        assert!(early < late);
+        assert!(is_audit_id(&early) && is_audit_id(&late));
+        assert_eq!(early.len(), AUDIT_ID_LEN);
+        assert!(audit_id_floor(1_700_000_001) > early);
+        assert!(audit_id_floor(1_700_000_001) <= late);
+        for bad in [
+            "",
+            "aud_",
+            "aud_XYZ",
+            &early.to_uppercase(),
+            &format!("{early}0"),
+        ] {
+            assert!(!is_audit_id(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_audit_event_from_a_newer_version_reads_as_other() {
+        let e: AuditEvent = serde_json::from_str("\"totp_enabled\"").unwrap();
+        assert_eq!(e, AuditEvent::Other);
+        for e in AuditEvent::ALL {
+            let json = serde_json::to_string(&e).unwrap();
+            assert_eq!(json, format!("\"{}\"", e.as_str()));
+        }
+    }
 }

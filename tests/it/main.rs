@@ -8,4 +8,5 @@ mod redis_server;
 mod replicas;
 mod sessions;
 mod store_conformance;
+mod store_conformance_account;
 mod tokens;

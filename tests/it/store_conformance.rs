@@ -21,7 +21,7 @@ use xelon_gateway::store::{
 use crate::redis_server::RedisServer;
 
 /// Every op label both backends must report to `xgw_store_operation_seconds`.
-const OPS: [&str; 25] = [
+const OPS: [&str; 32] = [
     "create_org",
     "get_org",
     "list_org_ids",
@@ -47,6 +47,13 @@ const OPS: [&str; 25] = [
     "failures",
     "clear_failures",
     "ping",
+    "list_org_members",
+    "put_avatar",
+    "get_avatar",
+    "delete_avatar",
+    "append_audit",
+    "list_audit",
+    "purge_audit",
 ];
 
 // --- records -----------------------------------------------------------------------------------
@@ -144,6 +151,9 @@ pub async fn run_suite(store: SharedStore, clock: Arc<ManualClock>) {
     concurrent_failures(&store, clock.now()).await;
     concurrent_user_creation(&store, clock.now()).await;
     user_updates(&store, clock.now()).await;
+    crate::store_conformance_account::org_members(&store, clock.now()).await;
+    crate::store_conformance_account::avatars(&store, clock.now()).await;
+    crate::store_conformance_account::audit(&store, clock.now()).await;
 }
 
 /// `update_user` is a compare-and-set on `version`; `modify_user` retries it.

@@ -3,6 +3,10 @@
 //! Every write is one redb write transaction, so each operation is atomic. redb is synchronous,
 //! so calls run on tokio's blocking pool and never stall a proxy thread. Only one process can
 //! open the file: while the gateway runs, the admin CLI gets a clear `Locked` error.
+//!
+//! Avatars and the audit log live in `account.rs`.
+
+mod account;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -33,6 +37,20 @@ const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
 const TOKEN_IDS: TableDefinition<&str, &str> = TableDefinition::new("token_ids");
 /// rate-limit key -> failure window
 const FAILURES: TableDefinition<&str, &[u8]> = TableDefinition::new("failures");
+
+/// Every table, created when the file is opened so readers never meet a missing one.
+const BYTE_TABLES: [TableDefinition<&str, &[u8]>; 8] = [
+    ORGS,
+    USERS,
+    SESSIONS,
+    TOKENS,
+    FAILURES,
+    account::AVATARS,
+    account::AVATAR_META,
+    account::AUDIT,
+];
+const TEXT_TABLES: [TableDefinition<&str, &str>; 4] =
+    [USER_EMAILS, SESSION_IDS, TOKEN_IDS, account::AUDIT_BY_TIME];
 
 #[derive(Serialize, Deserialize)]
 struct FailureWindow {
@@ -71,14 +89,12 @@ impl EmbeddedStore {
         // Create every table up front so readers never meet a missing one.
         let txn = db.begin_write().map_err(db_err)?;
         {
-            txn.open_table(ORGS).map_err(db_err)?;
-            txn.open_table(USERS).map_err(db_err)?;
-            txn.open_table(USER_EMAILS).map_err(db_err)?;
-            txn.open_table(SESSIONS).map_err(db_err)?;
-            txn.open_table(SESSION_IDS).map_err(db_err)?;
-            txn.open_table(FAILURES).map_err(db_err)?;
-            txn.open_table(TOKENS).map_err(db_err)?;
-            txn.open_table(TOKEN_IDS).map_err(db_err)?;
+            for table in BYTE_TABLES {
+                txn.open_table(table).map_err(db_err)?;
+            }
+            for table in TEXT_TABLES {
+                txn.open_table(table).map_err(db_err)?;
+            }
         }
         txn.commit().map_err(db_err)?;
         Ok(Self {
@@ -264,6 +280,25 @@ impl DirectoryStore for EmbeddedStore {
         let id = id.to_string();
         self.run("get_user", move |db| get_json(db, USERS, &id))
             .await
+    }
+
+    async fn list_org_members(&self, org_id: &str) -> StoreResult<Vec<User>> {
+        let org_id = org_id.to_string();
+        // A scan: one node, few users, and an admin page, not a request path.
+        self.run("list_org_members", move |db| {
+            let txn = db.begin_read().map_err(db_err)?;
+            let users = txn.open_table(USERS).map_err(db_err)?;
+            let mut out = Vec::new();
+            for item in users.iter().map_err(db_err)? {
+                let (k, v) = item.map_err(db_err)?;
+                let u: User = decode(k.value(), v.value())?;
+                if u.membership(&org_id).is_some() {
+                    out.push(u);
+                }
+            }
+            Ok(out)
+        })
+        .await
     }
 
     async fn find_user_by_email(&self, email: &str) -> StoreResult<Option<User>> {

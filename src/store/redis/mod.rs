@@ -16,6 +16,13 @@
 //! | `xgw:token:{token_hash}`      | string | service token JSON (no TTL: tokens live until deleted) |
 //! | `xgw:token_id:{id}`           | string | token hash, for delete by public id            |
 //! | `xgw:user_tokens:{user_id}`   | set    | token ids the user owns                        |
+//! | `xgw:org_members:{org_id}`    | set    | user ids with a membership in the organization |
+//! | `xgw:avatar:{user_id}`        | hash   | `content_type`, `etag`, `updated_at`, `data` (see `account.rs`) |
+//! | `xgw:audit:{org_id}`          | zset   | audit entries as `{id} {json}`, all score 0, ordered by id (`account.rs`) |
+//!
+//! `xgw:org_members` is written by the same scripts that create and update users, so it never
+//! disagrees with the records (a user record is never re-encoded in Lua: the scripts only decode
+//! it to read the memberships).
 //!
 //! Invalidations are published on the channel `xgw:invalidate` as `Invalidation::encode` text.
 //!
@@ -58,6 +65,8 @@ use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, RedisError, RedisResult, Script, ScriptInvocation};
 use tokio::sync::OnceCell;
+
+mod account;
 
 use super::{
     decode, encode, observed, window_expired, DirectoryStore, EndReason, FailureCount,
@@ -108,14 +117,34 @@ end
 return 0
 "#;
 
-/// KEYS: user_email, user. ARGV: user id, user JSON.
+/// Lua helper: the organization ids of a decoded user's memberships, as a set-like table.
+/// Decoding only (user records are never re-encoded in Lua, see the module doc).
+const MEMBER_ORGS_FN: &str = r#"
+local function member_orgs(u)
+  local orgs = {}
+  if type(u) == 'table' and type(u.memberships) == 'table' then
+    for _, m in ipairs(u.memberships) do
+      if type(m) == 'table' and type(m.org_id) == 'string' then orgs[m.org_id] = true end
+    end
+  end
+  return orgs
+end
+"#;
+
+/// KEYS: user_email, user. ARGV: user id, user JSON, key prefix.
 /// Returns 0 when created, 1 when the email is taken, 2 when the user id exists.
 /// Email before id, like the embedded backend, so both report the same conflict.
+/// Adds the user to `org_members:{org}` of each membership in the same step.
 const CREATE_USER: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 1 end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
+local ok, u = pcall(cjson.decode, ARGV[2])
+if not ok then return redis.error_reply('CORRUPT ' .. KEYS[2]) end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[2], ARGV[2])
+for org in pairs(member_orgs(u)) do
+  redis.call('SADD', ARGV[3] .. 'org_members:' .. org, ARGV[1])
+end
 return 0
 "#;
 
@@ -300,10 +329,11 @@ end
 return 0
 "#;
 
-/// KEYS: user, new email, old email. ARGV: expected version, new JSON, user id.
+/// KEYS: user, new email, old email. ARGV: expected version, new JSON, user id, key prefix.
 /// Compare-and-set on the user's `version` (decoded, never re-encoded: user records hold
 /// arrays, which cjson cannot round-trip). Returns 1 if written, 0 if the version moved or the
-/// user is gone, 2 if the new email belongs to someone else.
+/// user is gone, 2 if the new email belongs to someone else. Moves the user between
+/// `org_members:{org}` sets as its memberships changed, in the same step.
 const UPDATE_USER: &str = r#"
 local raw = redis.call('GET', KEYS[1])
 if not raw then return 0 end
@@ -312,6 +342,8 @@ if not ok or type(u) ~= 'table' then return redis.error_reply('CORRUPT ' .. KEYS
 local v = u.version
 if v == nil or v == cjson.null then v = 0 end
 if v ~= tonumber(ARGV[1]) then return 0 end
+local ok_new, new = pcall(cjson.decode, ARGV[2])
+if not ok_new then return redis.error_reply('CORRUPT ' .. KEYS[1]) end
 if KEYS[2] ~= KEYS[3] then
   local owner = redis.call('GET', KEYS[2])
   if owner and owner ~= ARGV[3] then return 2 end
@@ -319,6 +351,13 @@ if KEYS[2] ~= KEYS[3] then
   redis.call('SET', KEYS[2], ARGV[3])
 end
 redis.call('SET', KEYS[1], ARGV[2])
+local before, after = member_orgs(u), member_orgs(new)
+for org in pairs(before) do
+  if not after[org] then redis.call('SREM', ARGV[4] .. 'org_members:' .. org, ARGV[3]) end
+end
+for org in pairs(after) do
+  if not before[org] then redis.call('SADD', ARGV[4] .. 'org_members:' .. org, ARGV[3]) end
+end
 return 1
 "#;
 
@@ -341,7 +380,7 @@ impl Scripts {
     fn new() -> Self {
         Self {
             create_org: Script::new(CREATE_ORG),
-            create_user: Script::new(CREATE_USER),
+            create_user: Script::new(&format!("{MEMBER_ORGS_FN}{CREATE_USER}")),
             set_session_duration: Script::new(SET_SESSION_DURATION),
             create_session: Script::new(CREATE_SESSION),
             end_session: Script::new(END_SESSION),
@@ -349,7 +388,7 @@ impl Scripts {
             purge_org_sessions: Script::new(PURGE_ORG_SESSIONS),
             record_failure: Script::new(RECORD_FAILURE),
             create_token: Script::new(CREATE_TOKEN),
-            update_user: Script::new(UPDATE_USER),
+            update_user: Script::new(&format!("{MEMBER_ORGS_FN}{UPDATE_USER}")),
             delete_token: Script::new(DELETE_TOKEN),
             touch_token: Script::new(TOUCH_TOKEN),
         }
@@ -370,6 +409,10 @@ fn orgs_key() -> String {
 
 fn user_key(id: &str) -> String {
     key("user", id)
+}
+
+fn org_members_key(org_id: &str) -> String {
+    key("org_members", org_id)
 }
 
 fn user_email_key(email: &str) -> String {
@@ -490,9 +533,43 @@ impl RedisStore {
         within(cmd.query_async(&mut conn)).await
     }
 
+    async fn query_pipe<T: FromRedisValue>(&self, pipe: &redis::Pipeline) -> StoreResult<T> {
+        let mut conn = self.conn().await?;
+        within(pipe.query_async(&mut conn)).await
+    }
+
     async fn eval<T: FromRedisValue>(&self, invocation: &ScriptInvocation<'_>) -> StoreResult<T> {
         let mut conn = self.conn().await?;
         within(invocation.invoke_async(&mut conn)).await
+    }
+
+    /// The `{id}` of every existing `xgw:{kind}:{id}` key (SCAN: never blocks Redis for long).
+    async fn scan_ids(&self, kind: &str) -> StoreResult<BTreeSet<String>> {
+        let pattern = format!("{PREFIX}{kind}:*");
+        let key_prefix = format!("{PREFIX}{kind}:");
+        let mut ids = BTreeSet::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .query(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(SCAN_COUNT),
+                )
+                .await?;
+            for k in keys {
+                if let Some(id) = k.strip_prefix(&key_prefix) {
+                    ids.insert(id.to_string());
+                }
+            }
+            if next == 0 {
+                return Ok(ids);
+            }
+            cursor = next;
+        }
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> StoreResult<Option<T>> {
@@ -620,7 +697,8 @@ impl DirectoryStore for RedisStore {
             inv.key(user_email_key(&user.email))
                 .key(user_key(&user.id))
                 .arg(&user.id)
-                .arg(json);
+                .arg(json)
+                .arg(PREFIX);
             match self.eval::<i64>(&inv).await? {
                 0 => Ok(()),
                 1 => Err(StoreError::Conflict("email already in use")),
@@ -646,7 +724,8 @@ impl DirectoryStore for RedisStore {
                 .key(user_email_key(&current.email))
                 .arg(user.version)
                 .arg(encode(&stored)?)
-                .arg(&user.id);
+                .arg(&user.id)
+                .arg(PREFIX);
             match self.eval::<i64>(&inv).await? {
                 1 => Ok(true),
                 2 => Err(StoreError::Conflict("email already in use")),
@@ -658,6 +737,33 @@ impl DirectoryStore for RedisStore {
 
     async fn get_user(&self, id: &str) -> StoreResult<Option<User>> {
         observed(&self.metrics, "get_user", self.get_json(&user_key(id))).await
+    }
+
+    async fn list_org_members(&self, org_id: &str) -> StoreResult<Vec<User>> {
+        observed(&self.metrics, "list_org_members", async {
+            let set = org_members_key(org_id);
+            let ids: Vec<String> = self.query(redis::cmd("SMEMBERS").arg(&set)).await?;
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let keys: Vec<String> = ids.iter().map(|id| user_key(id)).collect();
+            let raws: Vec<Option<Vec<u8>>> = self.query(redis::cmd("MGET").arg(&keys)).await?;
+            let mut members = Vec::with_capacity(ids.len());
+            let mut stale = Vec::new();
+            for ((id, key), raw) in ids.iter().zip(&keys).zip(raws) {
+                // The scripts keep the set exact; re-checking the record costs nothing and
+                // means a stray id could never list a non-member.
+                match raw.map(|bytes| decode::<User>(key, &bytes)).transpose()? {
+                    Some(u) if u.membership(org_id).is_some() => members.push(u),
+                    _ => stale.push(id.clone()),
+                }
+            }
+            if !stale.is_empty() {
+                let _removed: i64 = self.query(redis::cmd("SREM").arg(&set).arg(&stale)).await?;
+            }
+            Ok(members)
+        })
+        .await
     }
 
     async fn find_user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
@@ -796,31 +902,7 @@ impl SessionStore for RedisStore {
             // Walk the per-organization session sets rather than `xgw:orgs`: sessions that
             // point at an organization that does not exist must go too, like in the embedded
             // backend, and only the sets know about them.
-            let pattern = format!("{PREFIX}org_sessions:*");
-            let set_prefix = format!("{PREFIX}org_sessions:");
-            let mut org_ids = BTreeSet::new();
-            let mut cursor: u64 = 0;
-            loop {
-                let (next, keys): (u64, Vec<String>) = self
-                    .query(
-                        redis::cmd("SCAN")
-                            .arg(cursor)
-                            .arg("MATCH")
-                            .arg(&pattern)
-                            .arg("COUNT")
-                            .arg(SCAN_COUNT),
-                    )
-                    .await?;
-                for k in keys {
-                    if let Some(id) = k.strip_prefix(&set_prefix) {
-                        org_ids.insert(id.to_string());
-                    }
-                }
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
+            let org_ids = self.scan_ids("org_sessions").await?;
             // One script per organization: atomic against a concurrent duration change or
             // end_session, without holding Redis for the whole keyspace at once.
             let mut purged = 0usize;
