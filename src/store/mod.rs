@@ -16,6 +16,9 @@
 pub mod cache;
 pub mod embedded;
 pub mod redis;
+pub mod two_factor;
+
+pub use two_factor::{Ticket, TicketStore, TwoFactor, TwoFactorMethod, TwoFactorStore};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -533,6 +536,8 @@ pub trait Store:
     + RateLimitStore
     + AvatarStore
     + AuditStore
+    + TwoFactorStore
+    + TicketStore
     + Send
     + Sync
     + 'static

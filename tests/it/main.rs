@@ -8,5 +8,6 @@ mod redis_server;
 mod replicas;
 mod sessions;
 mod store_conformance;
+mod store_two_factor;
 mod store_conformance_account;
 mod tokens;

@@ -7,6 +7,7 @@
 //! Avatars and the audit log live in `account.rs`.
 
 mod account;
+mod two_factor;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -39,7 +40,7 @@ const TOKEN_IDS: TableDefinition<&str, &str> = TableDefinition::new("token_ids")
 const FAILURES: TableDefinition<&str, &[u8]> = TableDefinition::new("failures");
 
 /// Every table, created when the file is opened so readers never meet a missing one.
-const BYTE_TABLES: [TableDefinition<&str, &[u8]>; 8] = [
+const BYTE_TABLES: [TableDefinition<&str, &[u8]>; 11] = [
     ORGS,
     USERS,
     SESSIONS,
@@ -48,6 +49,9 @@ const BYTE_TABLES: [TableDefinition<&str, &[u8]>; 8] = [
     account::AVATARS,
     account::AVATAR_META,
     account::AUDIT,
+    two_factor::TWO_FACTOR,
+    two_factor::BACKUP_CODES,
+    two_factor::TICKETS,
 ];
 const TEXT_TABLES: [TableDefinition<&str, &str>; 4] =
     [USER_EMAILS, SESSION_IDS, TOKEN_IDS, account::AUDIT_BY_TIME];
@@ -95,6 +99,7 @@ impl EmbeddedStore {
             for table in TEXT_TABLES {
                 txn.open_table(table).map_err(db_err)?;
             }
+            txn.open_table(two_factor::TOTP_STEPS).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
         Ok(Self {

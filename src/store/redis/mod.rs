@@ -16,6 +16,7 @@
 //! | `xgw:token:{token_hash}`      | string | service token JSON (no TTL: tokens live until deleted) |
 //! | `xgw:token_id:{id}`           | string | token hash, for delete by public id            |
 //! | `xgw:user_tokens:{user_id}`   | set    | token ids the user owns                        |
+//! | `xgw:2fa:{user_id}` …         |        | two-factor state and tickets: see `two_factor.rs` |
 //! | `xgw:org_members:{org_id}`    | set    | user ids with a membership in the organization |
 //! | `xgw:avatar:{user_id}`        | hash   | `content_type`, `etag`, `updated_at`, `data` (see `account.rs`) |
 //! | `xgw:audit:{org_id}`          | zset   | audit entries as `{id} {json}`, all score 0, ordered by id (`account.rs`) |
@@ -67,6 +68,7 @@ use redis::{FromRedisValue, RedisError, RedisResult, Script, ScriptInvocation};
 use tokio::sync::OnceCell;
 
 mod account;
+mod two_factor;
 
 use super::{
     decode, encode, observed, window_expired, DirectoryStore, EndReason, FailureCount,
