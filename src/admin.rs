@@ -88,6 +88,7 @@ pub async fn create_org(
         name: name.to_string(),
         session_duration_days: DEFAULT_SESSION_DAYS,
         created_at: now,
+        two_factor: Default::default(),
     };
     store.create_org(&org).await?;
     Ok(org)

@@ -67,15 +67,16 @@ impl Sealer {
             }
             Err(e) => return Err(key_err(path, e)),
         };
-        let key = decode_key(&bytes).ok_or_else(|| {
-            key_err(path, "expected 32 bytes, raw or as base64 or hex text")
-        })?;
+        let key = decode_key(&bytes)
+            .ok_or_else(|| key_err(path, "expected 32 bytes, raw or as base64 or hex text"))?;
         Sealer::from_key(&key)
     }
 
     pub fn seal(&self, plaintext: &[u8]) -> Result<String, SealError> {
         let mut nonce = [0u8; NONCE_LEN];
-        SystemRandom::new().fill(&mut nonce).map_err(|_| SealError::Seal)?;
+        SystemRandom::new()
+            .fill(&mut nonce)
+            .map_err(|_| SealError::Seal)?;
         let mut buf = plaintext.to_vec();
         self.key
             .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut buf)

@@ -42,6 +42,7 @@ mod tests {
             name: "Acme".into(),
             session_duration_days: 1,
             created_at: 0,
+            two_factor: Default::default(),
         };
         let user = User {
             id: "usr_1".into(),

@@ -125,7 +125,15 @@ mod tests {
     #[test]
     fn accepts_one_step_of_drift_and_reports_the_step() {
         let secret = new_secret();
-        let t = TOTP::new_unchecked(Algorithm::SHA1, 6, 0, 30, secret.clone(), None, String::new());
+        let t = TOTP::new_unchecked(
+            Algorithm::SHA1,
+            6,
+            0,
+            30,
+            secret.clone(),
+            None,
+            String::new(),
+        );
         let now = 1_800_000_015;
         let step = now / 30;
         for (offset, ok) in [(-2, false), (-1, true), (0, true), (1, true), (2, false)] {
@@ -144,8 +152,12 @@ mod tests {
     fn enrolment_has_issuer_account_and_a_png() {
         let secret = new_secret();
         let e = enrolment(&secret, "ada@example.com").unwrap();
-        assert!(e.otpauth_uri.starts_with("otpauth://totp/Xelon%20HQ:ada%40example.com?"));
-        assert!(e.otpauth_uri.contains(&format!("secret={}", e.secret_base32)));
+        assert!(e
+            .otpauth_uri
+            .starts_with("otpauth://totp/Xelon%20HQ:ada%40example.com?"));
+        assert!(e
+            .otpauth_uri
+            .contains(&format!("secret={}", e.secret_base32)));
         assert!(e.otpauth_uri.contains("issuer=Xelon%20HQ"));
         use base64::Engine;
         let png = base64::engine::general_purpose::STANDARD

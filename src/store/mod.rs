@@ -18,7 +18,9 @@ pub mod embedded;
 pub mod redis;
 pub mod two_factor;
 
-pub use two_factor::{Ticket, TicketStore, TwoFactor, TwoFactorMethod, TwoFactorStore};
+pub use two_factor::{
+    Ticket, TicketStore, TwoFactor, TwoFactorMethod, TwoFactorPolicy, TwoFactorStore,
+};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -59,6 +61,9 @@ pub struct Organization {
     pub name: String,
     pub session_duration_days: u32,
     pub created_at: UnixTime,
+    /// Whether members may (or must) use two-factor authentication.
+    #[serde(default)]
+    pub two_factor: TwoFactorPolicy,
 }
 
 impl Organization {
@@ -150,6 +155,8 @@ pub enum EndReason {
     PasswordChanged,
     /// The user was removed from the session's organization.
     MemberRemoved,
+    /// An administrator reset the user's two-factor authentication.
+    TwoFactorReset,
 }
 
 /// A browser session. Keyed by the SHA-256 of the cookie secret; `id` is the public handle

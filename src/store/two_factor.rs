@@ -10,8 +10,32 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::StoreResult;
+use super::{Organization, StoreResult};
 use crate::clock::UnixTime;
+
+/// An organization's 2FA policy.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TwoFactorPolicy {
+    /// 2FA is not offered (the default).
+    #[default]
+    Off,
+    /// Members may enrol.
+    Optional,
+    /// Members without 2FA must enrol right after their password, before any session.
+    Required,
+}
+
+impl TwoFactorPolicy {
+    pub fn parse(s: &str) -> Option<TwoFactorPolicy> {
+        match s {
+            "off" => Some(TwoFactorPolicy::Off),
+            "optional" => Some(TwoFactorPolicy::Optional),
+            "required" => Some(TwoFactorPolicy::Required),
+            _ => None,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -60,6 +84,12 @@ impl Ticket {
 
 #[async_trait]
 pub trait TwoFactorStore {
+    /// Sets an organization's policy; the updated organization, `None` if it does not exist.
+    async fn set_two_factor_policy(
+        &self,
+        org_id: &str,
+        policy: TwoFactorPolicy,
+    ) -> StoreResult<Option<Organization>>;
     async fn get_two_factor(&self, user_id: &str) -> StoreResult<Option<TwoFactor>>;
     /// Activates `two_factor` with a fresh set of backup code hashes, replacing any previous
     /// method and codes in one step.

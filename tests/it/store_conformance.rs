@@ -64,6 +64,7 @@ fn org(id: &str, days: u32, t: i64) -> Organization {
         name: format!("Organization {id}"),
         session_duration_days: days,
         created_at: t,
+        two_factor: Default::default(),
     }
 }
 

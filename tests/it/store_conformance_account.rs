@@ -19,6 +19,7 @@ fn org(id: &str, t: i64) -> Organization {
         name: format!("Organization {id}"),
         session_duration_days: 7,
         created_at: t,
+        two_factor: Default::default(),
     }
 }
 

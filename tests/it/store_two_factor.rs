@@ -5,11 +5,14 @@ use std::sync::Arc;
 
 use futures_util::future::join_all;
 use xelon_gateway::metrics::Metrics;
-use xelon_gateway::store::{self, SharedStore, Ticket, TwoFactor, TwoFactorMethod};
+use xelon_gateway::store::{
+    self, Organization, SharedStore, Ticket, TwoFactor, TwoFactorMethod, TwoFactorPolicy,
+};
 
 use crate::redis_server::RedisServer;
 
-const OPS: [&str; 12] = [
+const OPS: [&str; 13] = [
+    "set_two_factor_policy",
     "get_two_factor",
     "enable_two_factor",
     "disable_two_factor",
@@ -39,6 +42,43 @@ fn hashes(prefix: &str) -> Vec<String> {
 }
 
 async fn suite(store: SharedStore, metrics: Arc<Metrics>) {
+    // The organization policy.
+    let org = Organization {
+        id: "org-2fa".into(),
+        name: "Acme \"2FA\" ✓".into(),
+        session_duration_days: 14,
+        created_at: 1_700_000_000,
+        two_factor: TwoFactorPolicy::Off,
+    };
+    store.create_org(&org).await.unwrap();
+    for policy in [
+        TwoFactorPolicy::Required,
+        TwoFactorPolicy::Optional,
+        TwoFactorPolicy::Off,
+    ] {
+        let updated = store
+            .set_two_factor_policy("org-2fa", policy)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            updated,
+            Organization {
+                two_factor: policy,
+                ..org.clone()
+            }
+        );
+        assert_eq!(store.get_org("org-2fa").await.unwrap(), Some(updated));
+    }
+    assert_eq!(
+        store
+            .set_two_factor_policy("org-missing", TwoFactorPolicy::Required)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.get_org("org-missing").await.unwrap(), None);
+
     // Second factors and backup codes.
     assert_eq!(store.get_two_factor("u1").await.unwrap(), None);
     assert_eq!(store.backup_codes_remaining("u1").await.unwrap(), 0);

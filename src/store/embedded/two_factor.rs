@@ -3,10 +3,10 @@
 use async_trait::async_trait;
 use redb::{ReadableTable, TableDefinition};
 
-use super::{db_err, get_json, EmbeddedStore};
+use super::{db_err, get_json, EmbeddedStore, ORGS};
 use crate::clock::UnixTime;
-use crate::store::two_factor::{Ticket, TicketStore, TwoFactor, TwoFactorStore};
-use crate::store::{decode, encode, StoreResult};
+use crate::store::two_factor::{Ticket, TicketStore, TwoFactor, TwoFactorPolicy, TwoFactorStore};
+use crate::store::{decode, encode, Organization, StoreResult};
 
 /// user id -> active second factor
 pub(super) const TWO_FACTOR: TableDefinition<&str, &[u8]> = TableDefinition::new("two_factor");
@@ -26,6 +26,37 @@ fn codes_of(bytes: Option<&[u8]>, key: &str) -> StoreResult<Vec<String>> {
 
 #[async_trait]
 impl TwoFactorStore for EmbeddedStore {
+    async fn set_two_factor_policy(
+        &self,
+        org_id: &str,
+        policy: TwoFactorPolicy,
+    ) -> StoreResult<Option<Organization>> {
+        let org_id = org_id.to_string();
+        self.run("set_two_factor_policy", move |db| {
+            let txn = db.begin_write().map_err(db_err)?;
+            let updated = {
+                let mut orgs = txn.open_table(ORGS).map_err(db_err)?;
+                let current: Option<Organization> =
+                    match orgs.get(org_id.as_str()).map_err(db_err)? {
+                        Some(v) => Some(decode(&org_id, v.value())?),
+                        None => None,
+                    };
+                match current {
+                    Some(mut org) => {
+                        org.two_factor = policy;
+                        orgs.insert(org_id.as_str(), encode(&org)?.as_slice())
+                            .map_err(db_err)?;
+                        Some(org)
+                    }
+                    None => None,
+                }
+            };
+            txn.commit().map_err(db_err)?;
+            Ok(updated)
+        })
+        .await
+    }
+
     async fn get_two_factor(&self, user_id: &str) -> StoreResult<Option<TwoFactor>> {
         let user_id = user_id.to_string();
         self.run("get_two_factor", move |db| {

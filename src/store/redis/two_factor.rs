@@ -13,8 +13,8 @@ use redis::Script;
 
 use super::{key, RedisStore};
 use crate::clock::UnixTime;
-use crate::store::two_factor::{Ticket, TicketStore, TwoFactor, TwoFactorStore};
-use crate::store::{decode, encode, observed, StoreResult};
+use crate::store::two_factor::{Ticket, TicketStore, TwoFactor, TwoFactorPolicy, TwoFactorStore};
+use crate::store::{decode, encode, observed, Organization, StoreResult};
 
 /// How long Redis keeps a ticket after it expired (backstop only).
 const TICKET_TTL_SLACK_SECS: i64 = 60;
@@ -101,8 +101,44 @@ return attempts
     )
 });
 
+/// KEYS: org. ARGV: policy. Returns the updated JSON, or nil if there is no such organization.
+/// (Organization records hold no arrays, so cjson may re-encode them.)
+static SET_POLICY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local raw = redis.call('GET', KEYS[1])
+if not raw then return false end
+local ok, org = pcall(cjson.decode, raw)
+if not ok or type(org) ~= 'table' then return redis.error_reply('CORRUPT ' .. KEYS[1]) end
+org.two_factor = ARGV[1]
+raw = cjson.encode(org)
+redis.call('SET', KEYS[1], raw, 'KEEPTTL')
+return raw
+"#,
+    )
+});
+
 #[async_trait]
 impl TwoFactorStore for RedisStore {
+    async fn set_two_factor_policy(
+        &self,
+        org_id: &str,
+        policy: TwoFactorPolicy,
+    ) -> StoreResult<Option<Organization>> {
+        observed(&self.metrics, "set_two_factor_policy", async {
+            let k = key("org", org_id);
+            let policy = match serde_json::to_value(policy) {
+                Ok(serde_json::Value::String(p)) => p,
+                _ => "off".to_string(),
+            };
+            let mut inv = SET_POLICY.prepare_invoke();
+            inv.key(&k).arg(policy);
+            let raw: Option<Vec<u8>> = self.eval(&inv).await?;
+            raw.map(|b| decode(&k, &b)).transpose()
+        })
+        .await
+    }
+
     async fn get_two_factor(&self, user_id: &str) -> StoreResult<Option<TwoFactor>> {
         observed(
             &self.metrics,
