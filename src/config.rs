@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+pub use crate::sms::{SmsConfig, SmsProvider};
+
 pub const DEFAULT_CONFIG_PATH: &str = "config/gateway.toml";
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -23,6 +25,7 @@ pub struct Config {
     pub session: SessionConfig,
     pub login: LoginConfig,
     pub jwt: JwtConfig,
+    pub sms: SmsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -175,7 +178,16 @@ impl Default for JwtConfig {
 }
 
 /// Keys whose default is `None` and so do not appear in the serialized defaults.
-const OPTIONAL_KEYS: &[(&str, &str)] = &[("jwt", "private_key_file")];
+const OPTIONAL_KEYS: &[(&str, &str)] = &[
+    ("jwt", "private_key_file"),
+    ("sms", "webhook_url"),
+    ("sms", "webhook_bearer_token"),
+    ("sms", "webhook_hmac_secret"),
+    ("sms", "twilio_account_sid"),
+    ("sms", "twilio_auth_token"),
+    ("sms", "twilio_from"),
+    ("sms", "twilio_messaging_service_sid"),
+];
 
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
@@ -305,6 +317,15 @@ impl Config {
         }
         if self.jwt.issuer.is_empty() {
             errors.push("jwt.issuer: must not be empty".into());
+        }
+        errors.extend(self.sms.problems());
+        // Secure cookies mean a real deployment, where codes in the log would be a way in.
+        if self.sms.provider == SmsProvider::Log && self.session.cookie_secure {
+            errors.push(
+                "sms.provider: \"log\" is for development only and is refused with \
+                 session.cookie_secure = true"
+                    .into(),
+            );
         }
     }
 
@@ -509,6 +530,7 @@ fn deserialize_sections(table: toml::Table, errors: &mut Vec<String>) -> Config 
         session: section(&table, "session", errors),
         login: section(&table, "login", errors),
         jwt: section(&table, "jwt", errors),
+        sms: section(&table, "sms", errors),
     }
 }
 
@@ -599,6 +621,117 @@ mod tests {
     fn shipped_example_config_is_valid_and_documents_the_defaults() {
         let loaded = load(include_str!("../config/gateway.toml"), &[]).unwrap();
         assert_eq!(format!("{loaded:?}"), format!("{:?}", Config::default()));
+    }
+
+    #[test]
+    fn sms_is_off_by_default_and_each_provider_needs_its_keys() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.sms.provider, SmsProvider::None);
+        assert_eq!(c.sms.twilio_base_url, "https://api.twilio.com");
+        let err = load("[sms]\nprovider = \"webhook\"\n", &[]).unwrap_err();
+        assert!(
+            err.to_string().contains("sms.webhook_url: required"),
+            "{err}"
+        );
+        // Every missing Twilio key is reported in the same round.
+        let err = load("[sms]\nprovider = \"twilio\"\n", &[]).unwrap_err();
+        let text = err.to_string();
+        for key in ["twilio_account_sid", "twilio_auth_token", "twilio_from"] {
+            assert!(text.contains(&format!("sms.{key}: required")), "{text}");
+        }
+        let c = load(
+            "[sms]\nprovider = \"twilio\"\n\
+             twilio_account_sid = \"AC0123456789abcdef0123456789abcdef\"\n\
+             twilio_auth_token = \"tw-token\"\n\
+             twilio_messaging_service_sid = \"MG0123456789abcdef0123456789abcdef\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.sms.provider, SmsProvider::Twilio);
+        let err = load("[sms]\nprovider = \"carrier-pigeon\"\n", &[]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("[sms] provider = \"carrier-pigeon\""),
+            "{err}"
+        );
+        // An empty value counts as unset, so the environment can clear a file's value.
+        let err = load(
+            "[sms]\nprovider = \"webhook\"\nwebhook_url = \"https://sms.example.com/\"\n",
+            &[("XGW_SMS_WEBHOOK_URL", "")],
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("sms.webhook_url: required"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn sms_urls_must_be_https_except_to_loopback() {
+        for (url, ok) in [
+            ("https://sms.example.com/hook", true),
+            ("http://127.0.0.1:9000/hook", true),
+            ("http://localhost:9000/hook", true),
+            ("http://sms.example.com/hook", false),
+            ("ftp://127.0.0.1/hook", false),
+            ("not a url", false),
+        ] {
+            let r = load(
+                &format!("[sms]\nprovider = \"webhook\"\nwebhook_url = {url:?}\n"),
+                &[],
+            );
+            match r {
+                Ok(_) => assert!(ok, "{url} was accepted"),
+                Err(e) => {
+                    assert!(!ok, "{url}: {e}");
+                    assert!(e.to_string().contains("sms.webhook_url: "), "{e}");
+                }
+            }
+        }
+        let err = load(
+            "[sms]\nprovider = \"twilio\"\n\
+             twilio_account_sid = \"AC0123456789abcdef0123456789abcdef\"\n\
+             twilio_auth_token = \"t\"\ntwilio_from = \"+15005550006\"\n\
+             twilio_base_url = \"http://twilio.example.com\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("sms.twilio_base_url: "), "{err}");
+    }
+
+    #[test]
+    fn sms_log_provider_is_refused_with_secure_cookies() {
+        let err = load("[sms]\nprovider = \"log\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("sms.provider"), "{err}");
+        let c = load(
+            "[sms]\nprovider = \"log\"\n[session]\ncookie_secure = false\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.sms.provider, SmsProvider::Log);
+    }
+
+    #[test]
+    fn sms_secrets_come_from_files_and_stay_out_of_debug() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "tw-s3cr3t\n").unwrap();
+        let hmac = dir.path().join("hmac");
+        std::fs::write(&hmac, "0123456789abcdef0123456789abcdef-s3cr3t\n").unwrap();
+        let c = load(
+            &format!(
+                "[sms]\nprovider = \"twilio\"\n\
+                 twilio_account_sid = \"AC0123456789abcdef0123456789abcdef\"\n\
+                 twilio_auth_token_file = {:?}\ntwilio_from = \"+15005550006\"\n",
+                token.to_str().unwrap()
+            ),
+            &[("XGW_SMS_WEBHOOK_HMAC_SECRET_FILE", hmac.to_str().unwrap())],
+        )
+        .unwrap();
+        assert_eq!(c.sms.twilio_auth_token.as_deref(), Some("tw-s3cr3t"));
+        assert!(c.sms.webhook_hmac_secret.is_some());
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
     }
 
     #[test]

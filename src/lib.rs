@@ -18,6 +18,7 @@ pub mod demo;
 pub mod internal;
 pub mod metrics;
 pub mod proxy;
+pub mod sms;
 pub mod store;
 pub mod web;
 
