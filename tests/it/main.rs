@@ -7,6 +7,7 @@ mod proxy;
 mod redis_server;
 mod replicas;
 mod sessions;
+mod sms;
 mod store_conformance;
 mod store_two_factor;
 mod store_conformance_account;
