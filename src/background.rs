@@ -1,5 +1,5 @@
 //! Work off the request path: hearing revocations from other replicas, and sweeping expired
-//! sessions out of the store.
+//! sessions and old audit log entries out of the store.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,12 +39,15 @@ impl BackgroundService for InvalidationListener {
     }
 }
 
-/// Deletes sessions past their retention, once a minute.
+/// Deletes sessions and audit log entries past their retention, once a minute.
 pub struct Sweeper {
     pub store: SharedStore,
     pub clock: SharedClock,
     pub metrics: Arc<Metrics>,
+    /// `session.expired_retention_days`
     pub retention_days: u32,
+    /// `audit.retention_days`
+    pub audit_retention_days: u32,
 }
 
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -73,6 +76,12 @@ impl BackgroundService for Sweeper {
             match self.store.purge_sessions(cutoff).await {
                 Ok(n) => self.metrics.sessions_purged.inc_by(n as u64),
                 Err(e) => tracing::warn!(error = %e, "session sweep failed"),
+            }
+            let audit_cutoff =
+                self.clock.now() - i64::from(self.audit_retention_days) * SECONDS_PER_DAY;
+            match self.store.purge_audit(audit_cutoff).await {
+                Ok(n) => self.metrics.audit_purged.inc_by(n as u64),
+                Err(e) => tracing::warn!(error = %e, "audit log sweep failed"),
             }
             match self.count_active().await {
                 Ok(n) => self.metrics.active_sessions.set(n),

@@ -26,6 +26,7 @@ pub struct Config {
     pub login: LoginConfig,
     pub jwt: JwtConfig,
     pub sms: SmsConfig,
+    pub audit: AuditConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -110,6 +111,19 @@ pub struct JwtConfig {
     pub issuer: String,
     /// Lifetime of the upstream JWT; at most 300 seconds.
     pub lifetime_seconds: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// How long audit log entries are kept, in days; the sweeper deletes older ones.
+    pub retention_days: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { retention_days: 90 }
+    }
 }
 
 impl Default for ServerConfig {
@@ -327,6 +341,9 @@ impl Config {
                     .into(),
             );
         }
+        if self.audit.retention_days == 0 || self.audit.retention_days > 3650 {
+            errors.push("audit.retention_days: must be between 1 and 3650".into());
+        }
     }
 
     pub fn upstream(&self) -> Result<Upstream, String> {
@@ -531,6 +548,7 @@ fn deserialize_sections(table: toml::Table, errors: &mut Vec<String>) -> Config 
         login: section(&table, "login", errors),
         jwt: section(&table, "jwt", errors),
         sms: section(&table, "sms", errors),
+        audit: section(&table, "audit", errors),
     }
 }
 
@@ -621,6 +639,19 @@ mod tests {
     fn shipped_example_config_is_valid_and_documents_the_defaults() {
         let loaded = load(include_str!("../config/gateway.toml"), &[]).unwrap();
         assert_eq!(format!("{loaded:?}"), format!("{:?}", Config::default()));
+    }
+
+    #[test]
+    fn audit_retention_is_bounded() {
+        assert_eq!(load("", &[]).unwrap().audit.retention_days, 90);
+        let c = load("[audit]\nretention_days = 365\n", &[]).unwrap();
+        assert_eq!(c.audit.retention_days, 365);
+        let c = load("", &[("XGW_AUDIT_RETENTION_DAYS", "30")]).unwrap();
+        assert_eq!(c.audit.retention_days, 30);
+        for bad in ["0", "3651"] {
+            let err = load(&format!("[audit]\nretention_days = {bad}\n"), &[]).unwrap_err();
+            assert!(err.to_string().contains("audit.retention_days"), "{err}");
+        }
     }
 
     #[test]

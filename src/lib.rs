@@ -226,6 +226,7 @@ pub fn build_with_store(
         cookie_name: config.session.cookie_name.clone(),
         cookie_secure: config.session.cookie_secure,
         expired_retention_days: config.session.expired_retention_days,
+        avatar_permits: Arc::new(tokio::sync::Semaphore::new(account::AVATAR_CONCURRENCY)),
     };
     server.add_service(background_service(
         "xgw account app",
@@ -249,6 +250,7 @@ pub fn build_with_store(
             clock: clock.clone(),
             metrics: metrics.clone(),
             retention_days: config.session.expired_retention_days,
+            audit_retention_days: config.audit.retention_days,
         },
     ));
 

@@ -31,6 +31,10 @@ pub struct Metrics {
     pub invalidation_feed_up: IntGauge,
     /// Sessions deleted by the sweeper after their retention.
     pub sessions_purged: IntCounter,
+    /// Audit log entries written, by `type` (the `AuditEvent` names).
+    pub audit_events: IntCounterVec,
+    /// Audit log entries deleted by the sweeper after `audit.retention_days`.
+    pub audit_purged: IntCounter,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -143,6 +147,16 @@ impl Metrics {
             sessions_purged: counter(
                 "xgw_sessions_purged_total",
                 "Sessions deleted after their retention",
+            ),
+            audit_events: counter_vec(
+                &r,
+                "xgw_audit_events_total",
+                "Audit log entries written, by event type",
+                &["type"],
+            ),
+            audit_purged: counter(
+                "xgw_audit_purged_total",
+                "Audit log entries deleted after their retention",
             ),
             registry: r,
         }

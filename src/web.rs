@@ -12,6 +12,36 @@ pub const SECURITY_HEADERS: &[(&str, &str)] = &[
 /// A CSP for JSON and redirects: nothing may load.
 pub const CSP_NONE: &str = "default-src 'none'; frame-ancestors 'none'";
 
+/// Largest request body accepted under `/auth/`, unless `AUTH_BODY_LIMITS` names the route.
+pub const DEFAULT_AUTH_BODY_BYTES: usize = 64 * 1024;
+
+/// The avatar upload route (`PUT`): images up to 2 MiB.
+pub const AVATAR_PATH: &str = "/auth/api/v1/me/avatar";
+pub const AVATAR_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// Routes under `/auth/` that take a larger body than the default: one table, read by the
+/// proxy (refuses a larger `Content-Length` before forwarding) and by the account app (stops
+/// reading a chunked body at the same size), so the two limits cannot drift apart.
+pub const AUTH_BODY_LIMITS: &[(&str, usize)] = &[(AVATAR_PATH, AVATAR_BODY_BYTES)];
+
+/// The body limit for a path under `/auth/` (exact match; anything else gets the default).
+pub fn auth_body_limit(path: &str) -> usize {
+    AUTH_BODY_LIMITS
+        .iter()
+        .find(|(p, _)| *p == path)
+        .map_or(DEFAULT_AUTH_BODY_BYTES, |(_, limit)| *limit)
+}
+
+/// The message of a 413: "Request bodies are limited to 64 KiB." (or MiB).
+pub fn body_limit_message(limit: usize) -> String {
+    const MIB: usize = 1024 * 1024;
+    if limit >= MIB && limit % MIB == 0 {
+        format!("Request bodies are limited to {} MiB.", limit / MIB)
+    } else {
+        format!("Request bodies are limited to {} KiB.", limit / 1024)
+    }
+}
+
 /// `{"error": code, "message": message}` — `code` is stable, `message` is for humans.
 pub fn json_error(code: &str, message: &str) -> String {
     serde_json::json!({ "error": code, "message": message }).to_string()
@@ -32,6 +62,23 @@ pub fn query_escape(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn body_limits_are_per_route_with_a_default() {
+        assert_eq!(auth_body_limit("/auth/login"), 64 * 1024);
+        assert_eq!(auth_body_limit(AVATAR_PATH), 2 * 1024 * 1024);
+        assert_eq!(auth_body_limit("/auth/api/v1/me/avatar/x"), 64 * 1024);
+        assert_eq!(
+            body_limit_message(DEFAULT_AUTH_BODY_BYTES),
+            "Request bodies are limited to 64 KiB."
+        );
+        assert_eq!(
+            body_limit_message(AVATAR_BODY_BYTES),
+            "Request bodies are limited to 2 MiB."
+        );
+    }
+
     #[test]
     fn query_escape_keeps_paths_readable_and_escapes_the_rest() {
         assert_eq!(super::query_escape("/a/b?x=1&y=2"), "/a/b%3Fx%3D1%26y%3D2");

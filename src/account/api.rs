@@ -10,22 +10,23 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::audit::Audit;
 use super::error::ApiError;
 use super::extract::{Caller, JsonBody};
 use super::AppState;
 use crate::clock::rfc3339;
 use crate::store::cache::revoke;
 use crate::store::{
-    modify_user, EndReason, Invalidation, Organization, Role, Session, User, ALLOWED_SESSION_DAYS,
+    AuditEvent, EndReason, Invalidation, Organization, Role, Session, User, ALLOWED_SESSION_DAYS,
     SECONDS_PER_DAY,
 };
 
 /// Ids are ours (`org_<hex>`); anything longer or odder cannot exist.
-fn plausible_id(id: &str) -> bool {
+pub(super) fn plausible_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-fn profile(user: &User) -> Value {
+pub(super) fn profile(user: &User) -> Value {
     json!({
         "id": user.id,
         "email": user.email,
@@ -64,7 +65,7 @@ pub async fn me(State(state): State<AppState>, caller: Caller) -> Result<Json<Va
 }
 
 /// The organization, if the caller administers it: 404 for an unknown id, 403 for a non-admin.
-async fn administered_org(
+pub(super) async fn administered_org(
     state: &AppState,
     caller: &Caller,
     org_id: &str,
@@ -236,6 +237,11 @@ pub async fn expire_session(
         &Invalidation::Session(ended.token_hash),
     )
     .await?;
+    Audit::by(&caller, AuditEvent::SessionExpiredByAdmin)
+        .target(&ended.id)
+        .detail("user_id", &ended.user_id)
+        .record(&state, &org_id)
+        .await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -246,53 +252,4 @@ pub async fn jwks(State(state): State<AppState>) -> Response {
         axum::http::HeaderValue::from_static("public, max-age=300"),
     );
     resp
-}
-
-/// Removes a member from the organization: their sessions there end and their service tokens
-/// there stop working, on every replica, before this returns.
-pub async fn remove_member(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path((org_id, user_id)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
-    administered_org(&state, &caller, &org_id).await?;
-    if !plausible_id(&user_id) {
-        return Err(ApiError::NotFound);
-    }
-    if user_id == caller.user.id {
-        return Err(ApiError::bad_request(
-            "cannot_remove_self",
-            "Administrators cannot remove themselves; ask another administrator.",
-        ));
-    }
-    let member = state
-        .store
-        .get_user(&user_id)
-        .await?
-        .filter(|u| u.membership(&org_id).is_some())
-        .ok_or(ApiError::NotFound)?;
-    let now = state.clock.now();
-    modify_user(state.store.as_ref(), &member.id, |u| {
-        u.memberships.retain(|m| m.org_id != org_id);
-        u.updated_at = now;
-    })
-    .await?
-    .ok_or(ApiError::NotFound)?;
-    // Membership is checked on every lookup, so the user invalidation alone stops both
-    // sessions and tokens; ending the sessions also lists them with the reason.
-    revoke(
-        &state.cache,
-        &state.store,
-        &Invalidation::User(member.id.clone()),
-    )
-    .await?;
-    for s in state.store.list_org_sessions(&org_id).await? {
-        if s.user_id == member.id && s.ended_reason.is_none() {
-            state
-                .store
-                .end_session(&s.id, EndReason::MemberRemoved, now)
-                .await?;
-        }
-    }
-    Ok(StatusCode::NO_CONTENT.into_response())
 }

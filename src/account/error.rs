@@ -4,8 +4,10 @@
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use serde_json::{Map, Value};
+
 use crate::store::StoreError;
-use crate::web::json_error;
+use crate::web::{body_limit_message, json_error, DEFAULT_AUTH_BODY_BYTES};
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -29,8 +31,21 @@ pub enum ApiError {
         code: &'static str,
         message: &'static str,
     },
-    PayloadTooLarge,
-    UnsupportedMediaType,
+    /// 413; carries the route's limit, which the message names.
+    PayloadTooLarge {
+        limit: usize,
+    },
+    /// 415; the message says what to send instead.
+    UnsupportedMediaType {
+        message: &'static str,
+    },
+    /// 400 with more than a message: e.g. `fields` (one rule per field) or `rules` (every
+    /// unmet password rule), merged into the error object next to `error` and `message`.
+    Invalid {
+        code: &'static str,
+        message: String,
+        details: Map<String, Value>,
+    },
     /// 429 with `Retry-After`.
     RateLimited {
         retry_after: i64,
@@ -46,6 +61,20 @@ impl ApiError {
         ApiError::BadRequest {
             code,
             message: message.into(),
+        }
+    }
+
+    /// 413 for a route with the default body limit.
+    pub fn payload_too_large() -> Self {
+        ApiError::PayloadTooLarge {
+            limit: DEFAULT_AUTH_BODY_BYTES,
+        }
+    }
+
+    /// 415 for a route that takes JSON.
+    pub fn json_expected() -> Self {
+        ApiError::UnsupportedMediaType {
+            message: "Send the body as application/json.",
         }
     }
 
@@ -107,16 +136,19 @@ impl IntoResponse for ApiError {
             ApiError::Conflict { code, message } => {
                 (StatusCode::CONFLICT, code, message.to_string())
             }
-            ApiError::PayloadTooLarge => (
+            ApiError::PayloadTooLarge { limit } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
-                "Request bodies are limited to 64 KiB.".into(),
+                body_limit_message(*limit),
             ),
-            ApiError::UnsupportedMediaType => (
+            ApiError::UnsupportedMediaType { message } => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
-                "Send the body as application/json.".into(),
+                message.to_string(),
             ),
+            ApiError::Invalid { code, message, .. } => {
+                (StatusCode::BAD_REQUEST, code, message.clone())
+            }
             ApiError::RateLimited { retry_after } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_attempts",
@@ -133,10 +165,22 @@ impl IntoResponse for ApiError {
                 "Something went wrong on our side.".into(),
             ),
         };
+        let body = match &self {
+            ApiError::Invalid { details, .. } => {
+                let mut obj = Map::new();
+                obj.insert("error".into(), Value::from(code));
+                obj.insert("message".into(), Value::from(message));
+                for (k, v) in details {
+                    obj.insert(k.clone(), v.clone());
+                }
+                Value::Object(obj).to_string()
+            }
+            _ => json_error(code, &message),
+        };
         let mut resp = (
             status,
             [(axum::http::header::CONTENT_TYPE, "application/json")],
-            json_error(code, &message),
+            body,
         )
             .into_response();
         if let ApiError::RateLimited { retry_after } = self {

@@ -8,7 +8,7 @@
 use axum::extract::rejection::{FormRejection, JsonRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{header, Method};
+use axum::http::{header, HeaderMap, Method};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
@@ -21,10 +21,10 @@ pub struct JsonBody<T>(pub T);
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection {
-        JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
+        JsonRejection::MissingJsonContentType(_) => ApiError::json_expected(),
         JsonRejection::JsonSyntaxError(e) => ApiError::bad_request("malformed_json", e.body_text()),
         JsonRejection::JsonDataError(e) => ApiError::bad_request("invalid_body", e.body_text()),
-        JsonRejection::BytesRejection(e) if e.status() == 413 => ApiError::PayloadTooLarge,
+        JsonRejection::BytesRejection(e) if e.status() == 413 => ApiError::payload_too_large(),
         other => ApiError::bad_request("unreadable_body", other.body_text()),
     }
 }
@@ -62,7 +62,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonOrForm<T> {
                 .map(|axum::Form(v)| JsonOrForm::Form(v))
                 .map_err(|e| match e {
                     FormRejection::BytesRejection(b) if b.status() == 413 => {
-                        ApiError::PayloadTooLarge
+                        ApiError::payload_too_large()
                     }
                     other => ApiError::bad_request("invalid_body", other.body_text()),
                 })
@@ -75,18 +75,16 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonOrForm<T> {
 }
 
 /// The client IP as the gateway determined it.
-pub fn client_ip(parts: &Parts) -> String {
-    parts
-        .headers
+pub fn client_ip(headers: &HeaderMap) -> String {
+    headers
         .get("x-auth-client-ip")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("unknown")
         .to_string()
 }
 
-pub fn user_agent(parts: &Parts) -> String {
-    let ua = parts
-        .headers
+pub fn user_agent(headers: &HeaderMap) -> String {
+    let ua = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
@@ -99,6 +97,8 @@ pub struct Caller {
     pub user: User,
     pub session: Session,
     pub client_ip: String,
+    /// As `user_agent` returns it (bounded), for the audit log.
+    pub user_agent: String,
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -134,7 +134,8 @@ impl FromRequestParts<AppState> for Caller {
         Ok(Caller {
             user,
             session,
-            client_ip: client_ip(parts),
+            client_ip: client_ip(&parts.headers),
+            user_agent: user_agent(&parts.headers),
         })
     }
 }

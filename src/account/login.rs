@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
 use serde::Deserialize;
 
+use super::audit::Audit;
 use super::error::ApiError;
 use super::extract::{client_ip, user_agent, JsonOrForm};
 use super::AppState;
@@ -19,8 +20,9 @@ use crate::auth::login::{after_password, safe_next, LoginStep};
 use crate::auth::password::MAX_PASSWORD_BYTES;
 use crate::auth::ratelimit::Backoff;
 use crate::auth::secret::{hash_secret, new_csrf_token, new_id, new_session_secret};
+use crate::clock::UnixTime;
 use crate::store::cache::revoke;
-use crate::store::{EndReason, FailureCount, Invalidation, Session};
+use crate::store::{AuditEvent, EndReason, FailureCount, Invalidation, Session};
 
 const MAX_EMAIL_BYTES: usize = 254;
 
@@ -38,7 +40,8 @@ pub async fn login_page() -> Response {
     super::ui::html(super::ui::LOGIN_HTML)
 }
 
-fn account_key(email: &str) -> String {
+/// The failure counter of an account, shared by login and password change.
+pub(super) fn account_key(email: &str) -> String {
     format!("login:account:{}", email.trim().to_lowercase())
 }
 
@@ -119,6 +122,52 @@ impl LoggedIn {
     }
 }
 
+/// The brute-force gate in front of a password check (login, password change): refuses with
+/// 429 while the account (or `ip_key`) backs off, then counts this attempt as a failure of the
+/// account, atomically. The check and a failure recorded after the (slow) password check would
+/// be two store calls, and concurrent guesses would all pass the check; so the attempt is
+/// counted first, and only goes on if no racing attempt took the last allowed slot. A right
+/// password clears the count again (`clear_failures`).
+pub(super) async fn reserve_attempt(
+    state: &AppState,
+    acct_key: &str,
+    ip_key: Option<&str>,
+    now: UnixTime,
+) -> Result<(), ApiError> {
+    let window = state.login.failure_window_seconds;
+    let per_account = Backoff {
+        threshold: state.login.max_failures_per_account,
+        base_secs: state.login.backoff_base_seconds,
+        window_secs: window,
+    };
+    let per_ip = Backoff {
+        threshold: state.login.max_failures_per_ip,
+        ..per_account
+    };
+    let acct_before = state.store.failures(acct_key, now, window).await?;
+    let mut wait = per_account.retry_after(acct_before, now);
+    if let Some(ip_key) = ip_key {
+        let ip_wait = per_ip.retry_after(state.store.failures(ip_key, now, window).await?, now);
+        wait = wait.max(ip_wait);
+    }
+    if let Some(retry_after) = wait {
+        return Err(ApiError::RateLimited { retry_after });
+    }
+    let reserved = state.store.record_failure(acct_key, now, window).await?;
+    let prior = FailureCount {
+        count: reserved.count.saturating_sub(1),
+        last_failure_at: if reserved.count.saturating_sub(1) == acct_before.count {
+            acct_before.last_failure_at
+        } else {
+            now
+        },
+    };
+    match per_account.retry_after(prior, now) {
+        Some(retry_after) => Err(ApiError::RateLimited { retry_after }),
+        None => Ok(()),
+    }
+}
+
 async fn login_inner(
     state: &AppState,
     parts: &axum::http::request::Parts,
@@ -137,45 +186,10 @@ async fn login_inner(
         ));
     }
     let now = state.clock.now();
-    let ip = client_ip(parts);
+    let ip = client_ip(&parts.headers);
     let (acct_key, ip_key) = (account_key(&req.email), ip_key(&ip));
     let window = state.login.failure_window_seconds;
-    let per_account = Backoff {
-        threshold: state.login.max_failures_per_account,
-        base_secs: state.login.backoff_base_seconds,
-        window_secs: window,
-    };
-    let per_ip = Backoff {
-        threshold: state.login.max_failures_per_ip,
-        ..per_account
-    };
-    let acct_before = state.store.failures(&acct_key, now, window).await?;
-    let wait = [
-        per_account.retry_after(acct_before, now),
-        per_ip.retry_after(state.store.failures(&ip_key, now, window).await?, now),
-    ]
-    .into_iter()
-    .flatten()
-    .max();
-    if let Some(retry_after) = wait {
-        return Err(ApiError::RateLimited { retry_after });
-    }
-    // The check above and a failure recorded after the (slow) password check are two store
-    // calls: concurrent guesses would all pass the check. So the attempt is counted as a
-    // failure now, atomically, and only goes on if no racing attempt took the last allowed
-    // slot. A right password clears the count again.
-    let reserved = state.store.record_failure(&acct_key, now, window).await?;
-    let prior = FailureCount {
-        count: reserved.count.saturating_sub(1),
-        last_failure_at: if reserved.count.saturating_sub(1) == acct_before.count {
-            acct_before.last_failure_at
-        } else {
-            now
-        },
-    };
-    if let Some(retry_after) = per_account.retry_after(prior, now) {
-        return Err(ApiError::RateLimited { retry_after });
-    }
+    reserve_attempt(state, &acct_key, Some(&ip_key), now).await?;
 
     let user = state.store.find_user_by_email(req.email.trim()).await?;
     let passwords = state.passwords.clone();
@@ -190,6 +204,13 @@ async fn login_inner(
         LoginStep::Rejected => {
             // The account's failure was recorded before the password check.
             state.store.record_failure(&ip_key, now, window).await?;
+            if let Some(user) = &user {
+                Audit::anonymous(AuditEvent::LoginFailed, &ip, &user_agent(&parts.headers))
+                    .target(&user.id)
+                    .detail("reason", "invalid_credentials")
+                    .record_in(state, user.memberships.iter().map(|m| m.org_id.as_str()))
+                    .await;
+            }
             Err(ApiError::InvalidCredentials)
         }
         LoginStep::NoOrganization => {
@@ -213,7 +234,7 @@ async fn login_inner(
                 user_id: user_id.clone(),
                 org_id,
                 ip,
-                user_agent: user_agent(parts),
+                user_agent: user_agent(&parts.headers),
                 created_at: now,
                 last_activity_at: now,
                 csrf_token: new_csrf_token(),
@@ -221,6 +242,11 @@ async fn login_inner(
                 ended_reason: None,
             };
             state.store.create_session(&session).await?;
+            Audit::anonymous(AuditEvent::LoginSucceeded, &session.ip, &session.user_agent)
+                .actor(&user_id)
+                .target(&session.id)
+                .record(state, &session.org_id)
+                .await;
             let cookie = state.session_cookie(&secret, org.session_lifetime_secs());
             Ok(LoggedIn {
                 user_id,
@@ -250,9 +276,18 @@ pub async fn logout(
             revoke(
                 &state.cache,
                 &state.store,
-                &Invalidation::Session(ended.token_hash),
+                &Invalidation::Session(ended.token_hash.clone()),
             )
             .await?;
+            Audit::anonymous(
+                AuditEvent::Logout,
+                &client_ip(&headers),
+                &user_agent(&headers),
+            )
+            .actor(&ended.user_id)
+            .target(&ended.id)
+            .record(&state, &ended.org_id)
+            .await;
         }
     }
     let mut resp = StatusCode::NO_CONTENT.into_response();

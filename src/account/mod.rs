@@ -4,9 +4,14 @@
 //! apply the rules in `auth`, read or write the store, map the error.
 
 mod api;
+mod audit;
+mod avatar;
 mod error;
 mod extract;
 mod login;
+mod members;
+mod password;
+mod profile;
 mod tokens;
 mod ui;
 
@@ -18,7 +23,7 @@ use async_trait::async_trait;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderName, HeaderValue};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -30,11 +35,13 @@ use crate::config::LoginConfig;
 use crate::metrics::Metrics;
 use crate::store::cache::AuthCache;
 use crate::store::SharedStore;
-use crate::web::{CSP_NONE, SECURITY_HEADERS};
+use crate::web::{
+    auth_body_limit, AVATAR_PATH, CSP_NONE, DEFAULT_AUTH_BODY_BYTES, SECURITY_HEADERS,
+};
 
-/// Largest request body the app reads (the gateway refuses larger ones by Content-Length
-/// already; this catches chunked bodies).
-const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Avatar uploads decoded and re-encoded at once; more wait (decoding is CPU work that would
+/// otherwise compete with the proxy threads).
+pub const AVATAR_CONCURRENCY: usize = 2;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -48,6 +55,8 @@ pub struct AppState {
     pub cookie_name: String,
     pub cookie_secure: bool,
     pub expired_retention_days: u32,
+    /// `AVATAR_CONCURRENCY` permits.
+    pub avatar_permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -69,7 +78,16 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/logout", post(login::logout))
         .route("/auth/.well-known/jwks.json", get(api::jwks))
         .route("/auth/ui/{name}", get(ui::asset))
-        .route("/auth/api/v1/me", get(api::me))
+        .route("/auth/api/v1/me", get(api::me).patch(profile::update))
+        .route("/auth/api/v1/me/password", post(password::change))
+        .route(
+            AVATAR_PATH,
+            put(avatar::upload)
+                .delete(avatar::remove)
+                // Body limits come from the table the proxy reads too (`web::AUTH_BODY_LIMITS`).
+                .layer(DefaultBodyLimit::max(auth_body_limit(AVATAR_PATH))),
+        )
+        .route("/auth/api/v1/users/{user_id}/avatar", get(avatar::serve))
         .route(
             "/auth/api/v1/orgs/{org_id}/settings",
             get(api::get_settings).put(api::put_settings),
@@ -92,12 +110,17 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(tokens::delete),
         )
         .route(
-            "/auth/api/v1/orgs/{org_id}/users/{user_id}",
-            axum::routing::delete(api::remove_member),
+            "/auth/api/v1/orgs/{org_id}/users",
+            get(members::list).post(members::create),
         )
+        .route(
+            "/auth/api/v1/orgs/{org_id}/users/{user_id}",
+            axum::routing::delete(members::remove),
+        )
+        .route("/auth/api/v1/orgs/{org_id}/audit", get(audit::list))
         .fallback(ui::not_found)
         .method_not_allowed_fallback(ui::method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(DEFAULT_AUTH_BODY_BYTES))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
 }

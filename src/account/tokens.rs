@@ -11,6 +11,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::audit::Audit;
 use super::error::ApiError;
 use super::extract::{Caller, JsonBody};
 use super::AppState;
@@ -18,7 +19,7 @@ use crate::auth::secret::{hash_secret, new_id};
 use crate::auth::token::{new_token, IpBinding};
 use crate::clock::rfc3339;
 use crate::store::cache::revoke;
-use crate::store::{Invalidation, Permission, Role, ServiceToken};
+use crate::store::{AuditEvent, Invalidation, Permission, Role, ServiceToken};
 
 /// Most tokens one user may hold; a runaway script should not fill the store.
 pub const MAX_TOKENS_PER_USER: usize = 100;
@@ -106,6 +107,11 @@ pub async fn create(
         last_used_ip: None,
     };
     state.store.create_token(&token).await?;
+    Audit::by(&caller, AuditEvent::ServiceTokenCreated)
+        .target(&token.id)
+        .detail("name", &token.name)
+        .record(&state, &token.org_id)
+        .await;
     let mut body = token_json(&token, Some(&org.name));
     if let Value::Object(map) = &mut body {
         // The only time the token is ever shown.
@@ -146,9 +152,14 @@ pub async fn delete(
     revoke(
         &state.cache,
         &state.store,
-        &Invalidation::Token(deleted.token_hash),
+        &Invalidation::Token(deleted.token_hash.clone()),
     )
     .await?;
+    Audit::by(&caller, AuditEvent::ServiceTokenDeleted)
+        .target(&deleted.id)
+        .detail("name", &deleted.name)
+        .record(&state, &deleted.org_id)
+        .await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -6,6 +6,7 @@ pub mod identity;
 pub mod jwt;
 pub mod login;
 pub mod password;
+pub mod profile;
 pub mod ratelimit;
 pub mod seal;
 pub mod secret;

@@ -95,6 +95,16 @@ pub fn complexity_violations(password: &str, email: &str) -> Vec<&'static str> {
     broken
 }
 
+/// The rules a new password breaks when it replaces `current` (product page, "Changing Your
+/// Password"): the complexity rules, and not the old password again.
+pub fn new_password_violations(new: &str, email: &str, current: &str) -> Vec<&'static str> {
+    let mut broken = complexity_violations(new, email);
+    if new == current {
+        broken.push("different from the current password");
+    }
+    broken
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,5 +129,16 @@ mod tests {
         assert!(complexity_violations("Long-enough-pw-1", "a@b.c").is_empty());
         assert!(complexity_violations("Ab1@example.COM", "ab1@example.com")
             .contains(&"different from the email address"));
+    }
+
+    #[test]
+    fn a_new_password_must_differ_from_the_current_one() {
+        assert_eq!(
+            new_password_violations("Long-enough-pw-1", "a@b.c", "Long-enough-pw-1"),
+            vec!["different from the current password"]
+        );
+        assert!(
+            new_password_violations("Long-enough-pw-2", "a@b.c", "Long-enough-pw-1").is_empty()
+        );
     }
 }

@@ -28,9 +28,10 @@ use crate::auth::secret::hash_secret;
 use crate::auth::token::{self, UseRefusal};
 use crate::clock::SharedClock;
 use crate::metrics::{status_class, Metrics};
+use crate::web::body_limit_message;
 use credential::Credential;
 use resolve::Resolver;
-use respond::{LocalResponse, MAX_AUTH_BODY_BYTES};
+use respond::LocalResponse;
 
 /// Where a request goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -355,21 +356,20 @@ impl ProxyHttp for GatewayProxy {
             .map(|a| client_ip::client_ip(a.ip(), &req.headers, &self.settings.trusted_proxies));
 
         if ctx.route == Route::Account {
+            // The same per-route table the account app enforces (a chunked body is stopped
+            // there; a declared length is refused here, before anything is forwarded).
+            let limit = crate::web::auth_body_limit(path);
             let too_big = req
                 .headers
                 .get(http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u64>().ok())
-                .is_some_and(|len| len > MAX_AUTH_BODY_BYTES);
+                .is_some_and(|len| len > limit as u64);
             if too_big {
                 self.count("none", "body_too_large");
-                LocalResponse::json_error(
-                    413,
-                    "body_too_large",
-                    "Request bodies are limited to 64 KiB.",
-                )
-                .send(session)
-                .await?;
+                LocalResponse::json_error(413, "body_too_large", &body_limit_message(limit))
+                    .send(session)
+                    .await?;
                 return Ok(true);
             }
         }

@@ -9,9 +9,6 @@ use pingora::proxy::Session;
 
 use crate::web::{json_error, CSP_NONE, SECURITY_HEADERS};
 
-/// Largest request body accepted under `/auth/`.
-pub const MAX_AUTH_BODY_BYTES: u64 = 64 * 1024;
-
 pub struct LocalResponse {
     status: u16,
     location: Option<String>,

@@ -226,3 +226,49 @@ pub async fn echoed(gw: &TestGateway, client: &reqwest::Client, path: &str) -> V
     assert_eq!(resp.status(), 200, "{path} was not forwarded");
     resp.json().await.unwrap()
 }
+
+/// Status and JSON body (`Null` when the body is empty or not JSON).
+pub async fn status_json(resp: reqwest::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// A state-changing API call as the browser UI makes it: JSON body and the CSRF header.
+pub async fn send(
+    gw: &TestGateway,
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    path: &str,
+    csrf: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = client
+        .request(method, gw.url(path))
+        .header("X-CSRF-Token", csrf);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    status_json(req.send().await.unwrap()).await
+}
+
+/// GET as a signed-in browser; (status, JSON body).
+pub async fn get(gw: &TestGateway, client: &reqwest::Client, path: &str) -> (u16, Value) {
+    status_json(client.get(gw.url(path)).send().await.unwrap()).await
+}
+
+/// A login attempt with any password; (status, JSON body).
+pub async fn try_login(
+    gw: &TestGateway,
+    client: &reqwest::Client,
+    email: &str,
+    password: &str,
+) -> (u16, Value) {
+    let resp = client
+        .post(gw.url("/auth/login"))
+        .json(&serde_json::json!({ "email": email, "password": password }))
+        .send()
+        .await
+        .unwrap();
+    status_json(resp).await
+}

@@ -28,7 +28,7 @@ async fn two_replicas(redis: &RedisServer) -> (TestGateway, TestGateway) {
 }
 
 /// Both replicas' invalidation feeds are subscribed (else a test could race the subscription).
-async fn wait_for_feeds(gws: &[&TestGateway]) {
+pub async fn wait_for_feeds(gws: &[&TestGateway]) {
     let deadline = Instant::now() + Duration::from_secs(10);
     for gw in gws {
         while !gw.metrics().await.contains("xgw_invalidation_feed_up 1") {
