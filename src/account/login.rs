@@ -240,6 +240,7 @@ async fn login_inner(
                 csrf_token: new_csrf_token(),
                 ended_at: None,
                 ended_reason: None,
+                second_factor: None,
             };
             state.store.create_session(&session).await?;
             Audit::anonymous(AuditEvent::LoginSucceeded, &session.ip, &session.user_agent)

@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+pub use crate::store::SecondFactor;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMethod {
     Session,
@@ -34,4 +36,17 @@ pub struct Identity {
     pub org_id: Arc<str>,
     /// Public id of the session (or token) that carried the request.
     pub credential_id: Arc<str>,
+    /// The second factor of the login behind a session.
+    pub second_factor: Option<SecondFactor>,
+}
+
+impl Identity {
+    /// The JWT `amr` claim: how the caller authenticated (RFC 8176 values where one fits).
+    pub fn amr(&self) -> Vec<String> {
+        let mut amr = vec![self.method.amr().to_string()];
+        if let Some(f) = self.second_factor {
+            amr.push(f.amr().to_string());
+        }
+        amr
+    }
 }

@@ -131,7 +131,7 @@ impl JwtSigner {
             sub: identity.user_id.to_string(),
             email: identity.email.to_string(),
             org: identity.org_id.to_string(),
-            amr: vec![identity.method.amr().to_string()],
+            amr: identity.amr(),
             sid: identity.credential_id.to_string(),
             iat: now,
             exp,
@@ -203,6 +203,7 @@ mod tests {
             email: "a@b.c".into(),
             org_id: "org_1".into(),
             credential_id: "ses_1".into(),
+            second_factor: None,
         };
         let now = crate::clock::Clock::now(&crate::clock::SystemClock);
         let (token, exp) = s.mint(&id, now).unwrap();

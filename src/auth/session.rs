@@ -27,6 +27,7 @@ pub fn verify(
         email: Arc::from(user.email.as_str()),
         org_id: Arc::from(org.id.as_str()),
         credential_id: Arc::from(session.id.as_str()),
+        second_factor: session.second_factor,
     };
     Some((identity, session.expires_at(org)))
 }
@@ -75,6 +76,7 @@ mod tests {
             csrf_token: "c".into(),
             ended_at: None,
             ended_reason: None,
+            second_factor: None,
         };
         (session, org, user)
     }

@@ -198,6 +198,7 @@ mod tests {
                 email: "a@b.c".into(),
                 org_id: org.into(),
                 credential_id: "ses_1".into(),
+                second_factor: None,
             },
             valid_until: until,
             token_rules: None,

@@ -159,6 +159,27 @@ pub enum EndReason {
     TwoFactorReset,
 }
 
+/// The second factor a session was opened with (its JWT `amr` value after `pwd`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum SecondFactor {
+    #[serde(rename = "otp")]
+    Totp,
+    #[serde(rename = "sms")]
+    Sms,
+    #[serde(rename = "backup")]
+    Backup,
+}
+
+impl SecondFactor {
+    pub fn amr(self) -> &'static str {
+        match self {
+            SecondFactor::Totp => "otp",
+            SecondFactor::Sms => "sms",
+            SecondFactor::Backup => "backup",
+        }
+    }
+}
+
 /// A browser session. Keyed by the SHA-256 of the cookie secret; `id` is the public handle
 /// admins see and use for "Expire now". The lifetime is not stored: it is always
 /// `created_at + organization duration`, so lowering the duration shortens existing sessions.
@@ -177,6 +198,9 @@ pub struct Session {
     pub ended_at: Option<UnixTime>,
     #[serde(default)]
     pub ended_reason: Option<EndReason>,
+    /// How the login was completed after the password, if it had a second step.
+    #[serde(default)]
+    pub second_factor: Option<SecondFactor>,
 }
 
 impl Session {

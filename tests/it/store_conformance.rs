@@ -105,6 +105,7 @@ fn session(id: &str, org_id: &str, user_id: &str, created_at: i64) -> Session {
         csrf_token: format!("csrf-{id}"),
         ended_at: None,
         ended_reason: None,
+        second_factor: None,
     }
 }
 
