@@ -35,7 +35,7 @@ pub fn auth_body_limit(path: &str) -> usize {
 /// The message of a 413: "Request bodies are limited to 64 KiB." (or MiB).
 pub fn body_limit_message(limit: usize) -> String {
     const MIB: usize = 1024 * 1024;
-    if limit >= MIB && limit % MIB == 0 {
+    if limit >= MIB && limit.is_multiple_of(MIB) {
         format!("Request bodies are limited to {} MiB.", limit / MIB)
     } else {
         format!("Request bodies are limited to {} KiB.", limit / 1024)
