@@ -104,11 +104,12 @@ fn is_ambiguous_path(path: &str) -> bool {
 }
 
 fn is_public(path: &str, public_paths: &[String]) -> bool {
-    !is_ambiguous_path(path) && public_paths.iter().any(|p| {
-        path == p
-            || (path.starts_with(p.as_str())
-                && (p.ends_with('/') || path[p.len()..].starts_with('/')))
-    })
+    !is_ambiguous_path(path)
+        && public_paths.iter().any(|p| {
+            path == p
+                || (path.starts_with(p.as_str())
+                    && (p.ends_with('/') || path[p.len()..].starts_with('/')))
+        })
 }
 
 /// A browser navigating (rather than a script calling the API) is sent to the login page.

@@ -130,7 +130,11 @@ async fn public_paths_pass_without_a_credential_and_without_identity() {
     let resp = client.get(gw.url("/publicity")).send().await.unwrap();
     assert_eq!(resp.status(), 401, "a prefix match is per path segment");
     // Paths an upstream could normalize out of the public prefix need a credential.
-    for sneaky in ["/public/%2e%2e/api/x", "/public/%2E%2E%2Fapi", "/public//api"] {
+    for sneaky in [
+        "/public/%2e%2e/api/x",
+        "/public/%2E%2E%2Fapi",
+        "/public//api",
+    ] {
         let resp = client.get(gw.url(sneaky)).send().await.unwrap();
         assert_eq!(resp.status(), 401, "{sneaky}");
     }
