@@ -299,3 +299,57 @@ async fn the_audit_log_is_for_org_admins_and_checks_its_query() {
     let (status, _) = get(&gw, &gw.client(), &audit_path(&org.id, "")).await;
     assert_eq!(status, 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_purges_entries_past_audit_retention_days() {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    use xelon_gateway::clock::{Clock, ManualClock};
+    use xelon_gateway::metrics::Metrics;
+    use xelon_gateway::store::{self, audit_id, AuditEntry, AuditEvent};
+
+    let redis = crate::redis_server::RedisServer::start();
+    let clock: Arc<ManualClock> = ManualClock::new();
+    let day = 86_400;
+    let seeded = store::open(&redis.url, Arc::new(Metrics::new())).unwrap();
+    let entry = |age_days: i64, n: u8| {
+        let time = clock.now() - age_days * day;
+        AuditEntry {
+            id: audit_id(time, [n; 8]),
+            time,
+            org_id: "org_retention".into(),
+            event: AuditEvent::Logout,
+            actor_user_id: None,
+            target: None,
+            ip: "192.0.2.1".into(),
+            user_agent: String::new(),
+            details: Default::default(),
+        }
+    };
+    let (old, recent) = (entry(31, 1), entry(29, 2));
+    seeded.append_audit(&old).await.unwrap();
+    seeded.append_audit(&recent).await.unwrap();
+
+    let gw = TestGateway::start_with(Options {
+        store_url: Some(redis.url.clone()),
+        clock: Some(clock.clone()),
+        tweak: |c| c.audit.retention_days = 30,
+        ..Options::default()
+    })
+    .await;
+    // The sweeper runs once at start, then every minute.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = seeded.list_audit("org_retention", None, 10).await.unwrap();
+        if left.len() == 1 {
+            assert_eq!(left[0].id, recent.id);
+            break;
+        }
+        assert!(Instant::now() < deadline, "not purged: {left:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    while !gw.metrics().await.contains("xgw_audit_purged_total 1") {
+        assert!(Instant::now() < deadline, "the purge was not counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
