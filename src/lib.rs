@@ -129,7 +129,9 @@ fn private_runtime_dir() -> Result<PathBuf, BuildError> {
     Ok(dir)
 }
 
-fn platform_peer(config: &Config) -> Result<HttpPeer, BuildError> {
+/// The platform upstream as the proxy reaches it (also used by the bench-only bare proxy, so the
+/// two compare like for like).
+pub fn platform_peer(config: &Config) -> Result<HttpPeer, BuildError> {
     let up = config.upstream().map_err(BuildError::Upstream)?;
     // Resolve once at start: no DNS lookup per request.
     let addr = (up.host.as_str(), up.port)
@@ -138,6 +140,17 @@ fn platform_peer(config: &Config) -> Result<HttpPeer, BuildError> {
         .next()
         .ok_or_else(|| BuildError::Upstream(format!("{} resolves to nothing", up.host)))?;
     Ok(proxy::with_timeouts(HttpPeer::new(addr, up.tls, up.host)))
+}
+
+/// The pingora server settings (also used by the bench-only bare proxy, so the two compare like
+/// for like).
+pub fn server_conf(config: &Config) -> ServerConf {
+    ServerConf {
+        threads: config.server.threads,
+        grace_period_seconds: Some(config.server.grace_period_seconds),
+        graceful_shutdown_timeout_seconds: Some(config.server.graceful_shutdown_timeout_seconds),
+        ..ServerConf::default()
+    }
 }
 
 /// Builds the gateway: every service on one pingora server, nothing started yet.
@@ -174,13 +187,7 @@ pub fn build_with_store(
         reason: e.to_string(),
     })?;
 
-    let conf = ServerConf {
-        threads: config.server.threads,
-        grace_period_seconds: Some(config.server.grace_period_seconds),
-        graceful_shutdown_timeout_seconds: Some(config.server.graceful_shutdown_timeout_seconds),
-        ..ServerConf::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let mut server = Server::new_with_opt_and_conf(None, server_conf(config));
     server.bootstrap();
 
     let gateway = GatewayProxy {
