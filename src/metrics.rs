@@ -27,6 +27,8 @@ pub struct Metrics {
     pub cache_lookups: IntCounterVec,
     /// Invalidations heard from other replicas.
     pub invalidations_received: IntCounter,
+    /// Revocations that not every replica acknowledged within the wait.
+    pub invalidation_ack_timeouts: IntCounter,
     /// 1 while the invalidation feed is connected (always 1 on the embedded store).
     pub invalidation_feed_up: IntGauge,
     /// Sessions deleted by the sweeper after their retention.
@@ -139,6 +141,10 @@ impl Metrics {
             invalidations_received: counter(
                 "xgw_invalidations_received_total",
                 "Invalidations received from the store's feed",
+            ),
+            invalidation_ack_timeouts: counter(
+                "xgw_invalidation_ack_timeouts_total",
+                "Revocations not acknowledged by every replica within the wait",
             ),
             invalidation_feed_up: gauge(
                 "xgw_invalidation_feed_up",

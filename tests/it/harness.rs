@@ -272,21 +272,3 @@ pub async fn try_login(
         .unwrap();
     status_json(resp).await
 }
-
-/// Sends the request `make` builds until it answers `want`, for at most 2 s, and returns that
-/// response. For checks on *another* replica: an invalidation reaches it over Redis pub/sub,
-/// which is asynchronous (milliseconds, longer on a loaded test machine); a replica that never
-/// hears still fails the check.
-pub async fn answers_soon(
-    want: u16,
-    make: impl Fn() -> reqwest::RequestBuilder,
-) -> reqwest::Response {
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let resp = make().send().await.unwrap();
-        if resp.status().as_u16() == want || Instant::now() >= deadline {
-            return resp;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}

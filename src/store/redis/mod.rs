@@ -25,7 +25,9 @@
 //! disagrees with the records (a user record is never re-encoded in Lua: the scripts only decode
 //! it to read the memberships).
 //!
-//! Invalidations are published on the channel `xgw:invalidate` as `Invalidation::encode` text.
+//! Invalidations are published on the channel `xgw:invalidate` as `{nonce} {Invalidation::encode}`;
+//! every replica acknowledges on the list `xgw:ack:{nonce}` once it has applied one, and the
+//! publisher waits for all of them (see `publish`).
 //!
 //! Why it is shaped like this:
 //! - The records are the same JSON the embedded backend stores, so both backends share one
@@ -99,6 +101,20 @@ const FEED_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// A subscribed connection is silent when nobody publishes; a periodic PING notices a peer
 /// that vanished without closing the socket (a half-open TCP connection never ends the stream).
 const FEED_HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// How long a revocation waits for every replica to acknowledge it.
+const ACK_TIMEOUT: Duration = Duration::from_millis(500);
+/// Acks of a revocation nobody waits for any more disappear on their own.
+const ACK_KEY_TTL_SECS: i64 = 10;
+
+fn ack_key(nonce: &str) -> String {
+    format!("{PREFIX}ack:{nonce}")
+}
+
+/// Our nonces are 32 hex digits; anything else on the channel gets no ack key.
+fn is_nonce(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
 
 /// SCAN page size used by the sweeper.
 const SCAN_COUNT: usize = 500;
@@ -616,9 +632,32 @@ impl RedisStore {
                             continue;
                         }
                     };
-                    match Invalidation::decode(&payload) {
+                    // `{nonce} {invalidation}`: apply it, then acknowledge, so the publisher
+                    // knows this replica refuses the credential from now on.
+                    let (nonce, body) = match payload.split_once(' ') {
+                        Some((n, b)) => (Some(n), b),
+                        None => (None, payload.as_str()),
+                    };
+                    match Invalidation::decode(body) {
                         Some(inv) => on_event(InvalidationEvent::Invalidate(inv)),
-                        None => tracing::warn!(%payload, "ignoring an unknown invalidation"),
+                        None => {
+                            tracing::warn!(%payload, "ignoring an unknown invalidation");
+                            continue;
+                        }
+                    }
+                    if let Some(nonce) = nonce.filter(|n| is_nonce(n)) {
+                        let key = ack_key(nonce);
+                        let acked: StoreResult<i64> =
+                            match self.query::<i64>(redis::cmd("RPUSH").arg(&key).arg(1)).await {
+                                Ok(_) => {
+                                    self.query(redis::cmd("EXPIRE").arg(&key).arg(ACK_KEY_TTL_SECS))
+                                        .await
+                                }
+                                Err(e) => Err(e),
+                            };
+                        if let Err(e) = acked {
+                            tracing::warn!(error = %e, "could not acknowledge an invalidation");
+                        }
                     }
                 }
                 _ = heartbeat.tick() => {
@@ -1085,15 +1124,44 @@ impl Store for RedisStore {
         .await
     }
 
+    /// Publishes the invalidation and waits (at most `ACK_TIMEOUT`) until every replica that
+    /// received it has applied it. PUBLISH answers how many subscribers got the message; each
+    /// of them pushes an ack onto `xgw:ack:{nonce}` after evicting. So when this returns, the
+    /// revoked credential is refused on every replica that is listening — "Expire now" and
+    /// token deletion take effect at once, not "soon". A replica that does not ack in time
+    /// (hung, or its feed is down, in which case it trusts no cache anyway) is counted in
+    /// `xgw_invalidation_ack_timeouts_total`.
     async fn publish(&self, invalidation: &Invalidation) -> StoreResult<()> {
         observed(&self.metrics, "publish", async {
-            let _receivers: i64 = self
+            let nonce = hex::encode(rand::random::<[u8; 16]>());
+            let receivers: u64 = self
                 .query(
                     redis::cmd("PUBLISH")
                         .arg(CHANNEL)
-                        .arg(invalidation.encode()),
+                        .arg(format!("{nonce} {}", invalidation.encode())),
                 )
                 .await?;
+            let key = ack_key(&nonce);
+            let deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
+            let mut pause = Duration::from_millis(1);
+            loop {
+                let acks: u64 = self.query(redis::cmd("LLEN").arg(&key)).await?;
+                if acks >= receivers {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    self.metrics.invalidation_ack_timeouts.inc();
+                    tracing::warn!(
+                        receivers,
+                        acks,
+                        "not every replica acknowledged an invalidation in time"
+                    );
+                    break;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            let _: StoreResult<i64> = self.query(redis::cmd("DEL").arg(&key)).await;
             Ok(())
         })
         .await
