@@ -160,9 +160,11 @@ fn bench_session_cookie(c: &mut Criterion, f: &Fixture) {
     // Warm the cache (and give the entry a JWT, as the proxy would).
     let hit = f.rt.block_on(f.resolver.session(&f.session_hash, f.now));
     assert!(hit.unwrap().is_some());
-    f.resolver
-        .cache
-        .set_jwt(&f.session_hash, Arc::from("jwt"), f.now + 300);
+    f.resolver.cache.set_jwt(
+        &f.session_hash,
+        HeaderValue::from_static("jwt"),
+        f.now + 300,
+    );
     g.bench_function("hit", |b| {
         b.iter(|| {
             let hash = cookie_hash(black_box(&f.cookie_headers));
@@ -271,7 +273,7 @@ fn bench_jwt(c: &mut Criterion, f: &Fixture) {
     let (jwt, exp) = f.signer.mint(&identity, f.now).unwrap();
     f.resolver
         .cache
-        .set_jwt(&f.session_hash, Arc::from(jwt), exp);
+        .set_jwt(&f.session_hash, HeaderValue::from_str(&jwt).unwrap(), exp);
     g.bench_function("reuse", |b| {
         b.iter(|| {
             let hit = f.resolver.cache.get(black_box(&f.session_hash), f.now);

@@ -76,13 +76,19 @@ pub fn extract(headers: &HeaderMap, cookie_name: &str) -> Credential {
 /// The `Cookie` header without the gateway's own cookie (upstreams never see the session secret).
 /// `None` when nothing is left.
 pub fn cookie_header_without(value: &str, cookie_name: &str) -> Option<String> {
-    let kept: Vec<&str> = value
-        .split(';')
-        .map(str::trim)
-        .filter(|pair| !pair.is_empty())
-        .filter(|pair| pair.split_once('=').is_none_or(|(n, _)| n != cookie_name))
-        .collect();
-    (!kept.is_empty()).then(|| kept.join("; "))
+    // Built in one string (no intermediate list): this runs on every request with a cookie, and
+    // a header holding only our cookie costs no allocation at all.
+    let mut kept = String::new();
+    for pair in value.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        if pair.split_once('=').is_some_and(|(n, _)| n == cookie_name) {
+            continue;
+        }
+        if !kept.is_empty() {
+            kept.push_str("; ");
+        }
+        kept.push_str(pair);
+    }
+    (!kept.is_empty()).then_some(kept)
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use http::HeaderValue;
 use ipnet::IpNet;
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
@@ -28,6 +29,7 @@ use crate::auth::secret::hash_secret;
 use crate::auth::token::{self, UseRefusal};
 use crate::clock::SharedClock;
 use crate::metrics::{status_class, Metrics};
+use crate::store::cache::CachedAuth;
 use crate::web::body_limit_message;
 use credential::Credential;
 use resolve::Resolver;
@@ -53,8 +55,9 @@ impl Route {
 pub struct RequestCtx {
     route: Route,
     client_ip: Option<IpAddr>,
-    identity: Option<Identity>,
-    jwt: Option<Arc<str>>,
+    /// The caller, as cached (identity and its prepared upstream header values).
+    auth: Option<Arc<CachedAuth>>,
+    jwt: Option<HeaderValue>,
     /// Set once an upstream was chosen; our own responses are not upstream responses.
     proxied: bool,
     /// The request carried `Authorization: Bearer`; the upstream never sees the token.
@@ -104,12 +107,13 @@ fn is_ambiguous_path(path: &str) -> bool {
 }
 
 fn is_public(path: &str, public_paths: &[String]) -> bool {
-    !is_ambiguous_path(path)
-        && public_paths.iter().any(|p| {
-            path == p
-                || (path.starts_with(p.as_str())
-                    && (p.ends_with('/') || path[p.len()..].starts_with('/')))
-        })
+    // The prefix match first: with no public paths (the default) every request skips the
+    // ambiguity check, which copies the path to lowercase it (an allocation per request).
+    public_paths.iter().any(|p| {
+        path == p
+            || (path.starts_with(p.as_str())
+                && (p.ends_with('/') || path[p.len()..].starts_with('/')))
+    }) && !is_ambiguous_path(path)
 }
 
 /// A browser navigating (rather than a script calling the API) is sent to the login page.
@@ -219,7 +223,7 @@ impl GatewayProxy {
         credential: Credential,
         x_user_id: Option<String>,
         ctx: &mut RequestCtx,
-    ) -> Result<Identity, Refusal> {
+    ) -> Result<Arc<CachedAuth>, Refusal> {
         let now = self.clock.now();
         let (hash, hit) = match credential {
             Credential::None => {
@@ -267,21 +271,25 @@ impl GatewayProxy {
                 x_user_id.as_deref(),
             )?;
         }
-        let identity = hit.auth.identity.clone();
+        let auth = hit.auth;
         if hit.touch_due {
-            self.touch_later(identity.method, hash.clone(), ctx.client_ip);
+            self.touch_later(auth.identity.method, hash.clone(), ctx.client_ip);
         }
         ctx.jwt = match hit.jwt {
             Some(jwt) => Some(jwt),
-            None => self.mint_jwt(&hash, &identity, now),
+            None => self.mint_jwt(&hash, &auth.identity, now),
         };
-        Ok(identity)
+        Ok(auth)
     }
 
-    fn mint_jwt(&self, key: &str, identity: &Identity, now: i64) -> Option<Arc<str>> {
-        match self.signer.mint(identity, now) {
+    fn mint_jwt(&self, key: &str, identity: &Identity, now: i64) -> Option<HeaderValue> {
+        let minted = self.signer.mint(identity, now).map_err(|e| e.to_string());
+        match minted.and_then(|(token, exp)| {
+            // Base64url and dots: always a valid header value.
+            let value = HeaderValue::from_str(&token).map_err(|e| e.to_string())?;
+            Ok((value, exp))
+        }) {
             Ok((token, exp)) => {
-                let token: Arc<str> = Arc::from(token);
                 self.resolver.cache.set_jwt(key, token.clone(), exp);
                 Some(token)
             }
@@ -339,7 +347,7 @@ impl ProxyHttp for GatewayProxy {
         RequestCtx {
             route: Route::Platform,
             client_ip: None,
-            identity: None,
+            auth: None,
             jwt: None,
             proxied: false,
             bearer: false,
@@ -388,8 +396,8 @@ impl ProxyHttp for GatewayProxy {
             .observe(started.elapsed().as_secs_f64());
 
         match result {
-            Ok(identity) => {
-                ctx.identity = Some(identity);
+            Ok(auth) => {
+                ctx.auth = Some(auth);
                 self.count(method, "allowed");
                 Ok(false)
             }
@@ -437,17 +445,9 @@ impl ProxyHttp for GatewayProxy {
         }
 
         // Upstreams never see the session secret.
-        let cookies: Vec<String> = upstream
-            .headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok().map(str::to_string))
-            .collect();
-        if !cookies.is_empty() {
+        if let Some(kept) = cookies_without_ours(&upstream.headers, &self.settings.cookie_name) {
             upstream.remove_header(&http::header::COOKIE);
-            if let Some(kept) =
-                credential::cookie_header_without(&cookies.join("; "), &self.settings.cookie_name)
-            {
+            if let Some(kept) = kept {
                 upstream.insert_header(http::header::COOKIE, kept)?;
             }
         }
@@ -462,42 +462,65 @@ impl ProxyHttp for GatewayProxy {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
+        // The peer's address is formatted once, on the stack: it is usually both headers below.
+        let mut peer_text = IpText::new();
         if let Some(peer) = peer_ip {
             let trusted = self
                 .settings
                 .trusted_proxies
                 .iter()
                 .any(|n| n.contains(&peer));
-            let prior: Vec<String> = upstream
-                .headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .filter_map(|v| v.to_str().ok().map(str::to_string))
-                .collect();
-            upstream.remove_header("x-forwarded-for");
-            let value = if trusted && !prior.is_empty() {
-                format!("{}, {peer}", prior.join(", "))
+            let prior: Vec<&str> = if trusted {
+                upstream
+                    .headers
+                    .get_all("x-forwarded-for")
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .collect()
             } else {
-                peer.to_string()
+                Vec::new()
             };
-            upstream.insert_header("x-forwarded-for", value)?;
+            let extended = (!prior.is_empty()).then(|| format!("{}, {peer}", prior.join(", ")));
+            upstream.remove_header("x-forwarded-for");
+            match extended {
+                Some(chain) => upstream.insert_header("x-forwarded-for", chain)?,
+                None => upstream.insert_header("x-forwarded-for", peer_text.format(peer))?,
+            }
         }
         if let Some(ip) = ctx.client_ip {
-            upstream.insert_header("x-auth-client-ip", ip.to_string())?;
+            let text = if Some(ip) == peer_ip && !peer_text.is_empty() {
+                peer_text.as_bytes()
+            } else {
+                peer_text.format(ip)
+            };
+            upstream.insert_header("x-auth-client-ip", text)?;
         }
 
-        if let Some(id) = &ctx.identity {
-            upstream.insert_header("x-auth-method", id.method.as_str())?;
-            upstream.insert_header("x-auth-user-id", &*id.user_id)?;
-            upstream.insert_header("x-auth-user-email", &*id.email)?;
-            upstream.insert_header("x-auth-org-id", &*id.org_id)?;
+        if let Some(auth) = &ctx.auth {
+            let id = &auth.identity;
             let credential_header = match id.method {
                 AuthMethod::Session => "x-auth-session-id",
                 AuthMethod::ServiceToken => "x-auth-token-id",
             };
-            upstream.insert_header(credential_header, &*id.credential_id)?;
-            if let Some(jwt) = &ctx.jwt {
-                upstream.insert_header("x-auth-jwt", &**jwt)?;
+            // Prepared once per cached credential: a clone is a reference count, not a copy.
+            match &auth.headers {
+                Some(h) => {
+                    upstream.insert_header("x-auth-method", h.method.clone())?;
+                    upstream.insert_header("x-auth-user-id", h.user_id.clone())?;
+                    upstream.insert_header("x-auth-user-email", h.email.clone())?;
+                    upstream.insert_header("x-auth-org-id", h.org_id.clone())?;
+                    upstream.insert_header(credential_header, h.credential_id.clone())?;
+                }
+                None => {
+                    upstream.insert_header("x-auth-method", id.method.as_str())?;
+                    upstream.insert_header("x-auth-user-id", &*id.user_id)?;
+                    upstream.insert_header("x-auth-user-email", &*id.email)?;
+                    upstream.insert_header("x-auth-org-id", &*id.org_id)?;
+                    upstream.insert_header(credential_header, &*id.credential_id)?;
+                }
+            }
+            if let Some(jwt) = ctx.jwt.take() {
+                upstream.insert_header("x-auth-jwt", jwt)?;
             }
         }
         Ok(())
@@ -515,6 +538,57 @@ impl ProxyHttp for GatewayProxy {
                 .with_label_values(&[ctx.route.label(), class])
                 .inc();
         }
+    }
+}
+
+/// The `Cookie` header(s) without the gateway's cookie: `None` when there is nothing to change
+/// (no cookie header that is text), `Some(None)` when nothing is left. One header (the usual
+/// case) is filtered without collecting; several are joined first, as a client may send them.
+fn cookies_without_ours(headers: &http::HeaderMap, cookie_name: &str) -> Option<Option<String>> {
+    let mut values = headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let first = values.next()?;
+    Some(match values.next() {
+        None => credential::cookie_header_without(first, cookie_name),
+        Some(second) => {
+            let all: Vec<&str> = [first, second].into_iter().chain(values).collect();
+            credential::cookie_header_without(&all.join("; "), cookie_name)
+        }
+    })
+}
+
+/// An IP address as text in a stack buffer (the longest, an IPv4-mapped IPv6 address, is 45
+/// bytes): the hot path formats the client address once per request without a `String`.
+struct IpText {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl IpText {
+    fn new() -> Self {
+        IpText {
+            buf: [0; 64],
+            len: 0,
+        }
+    }
+
+    fn format(&mut self, ip: IpAddr) -> &[u8] {
+        use std::io::Write;
+        let mut rest = &mut self.buf[..];
+        // Cannot fail: 64 bytes hold any address.
+        let _ = write!(rest, "{ip}");
+        self.len = 64 - rest.len();
+        self.as_bytes()
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::auth::{session, token};
 use crate::clock::UnixTime;
 use crate::metrics::Metrics;
-use crate::store::cache::{AuthCache, CachedAuth, Hit, TOUCH_INTERVAL_SECS};
+use crate::store::cache::{AuthCache, CachedAuth, Hit, IdentityHeaders, TOUCH_INTERVAL_SECS};
 use crate::store::{SharedStore, StoreError};
 
 pub struct Resolver {
@@ -55,6 +55,7 @@ impl Resolver {
             return Ok(None);
         };
         let auth = Arc::new(CachedAuth {
+            headers: IdentityHeaders::of(&identity),
             identity,
             valid_until,
             token_rules: None,
@@ -88,6 +89,7 @@ impl Resolver {
             return Ok(None);
         };
         let auth = Arc::new(CachedAuth {
+            headers: IdentityHeaders::of(&identity),
             identity,
             // Tokens do not expire; deletion and membership changes arrive as invalidations.
             valid_until: UnixTime::MAX,
