@@ -27,6 +27,16 @@ pub struct Config {
     pub jwt: JwtConfig,
     pub sms: SmsConfig,
     pub audit: AuditConfig,
+    pub secrets: SecretsConfig,
+}
+
+/// Keys for secrets the gateway must store (TOTP seeds).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// 32 bytes (raw, base64 or hex) sealing TOTP seeds. Unset: generated beside an embedded
+    /// store; on Redis every replica needs the same key, so it must be set to offer TOTP.
+    pub key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -194,6 +204,7 @@ impl Default for JwtConfig {
 /// Keys whose default is `None` and so do not appear in the serialized defaults.
 const OPTIONAL_KEYS: &[(&str, &str)] = &[
     ("jwt", "private_key_file"),
+    ("secrets", "key_file"),
     ("sms", "webhook_url"),
     ("sms", "webhook_bearer_token"),
     ("sms", "webhook_hmac_secret"),
@@ -549,6 +560,7 @@ fn deserialize_sections(table: toml::Table, errors: &mut Vec<String>) -> Config 
         jwt: section(&table, "jwt", errors),
         sms: section(&table, "sms", errors),
         audit: section(&table, "audit", errors),
+        secrets: section(&table, "secrets", errors),
     }
 }
 

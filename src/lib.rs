@@ -37,6 +37,7 @@ use pingora::upstreams::peer::HttpPeer;
 use crate::account::{AccountService, AppState};
 use crate::auth::jwt::JwtSigner;
 use crate::auth::password::Passwords;
+use crate::auth::seal::Sealer;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -60,6 +61,10 @@ pub enum BuildError {
     Upstream(String),
     #[error("cannot prepare the account app socket in {path}: {reason}")]
     Socket { path: String, reason: String },
+    #[error(transparent)]
+    Seal(#[from] auth::seal::SealError),
+    #[error("[sms]: {0}")]
+    Sms(#[from] sms::SmsError),
 }
 
 /// The parts of a built gateway that tests and admin tooling reach into.
@@ -81,6 +86,27 @@ pub struct Gateway {
 /// Opens the configured store, with a fresh metrics registry.
 pub fn open_store(config: &Config, metrics: Arc<Metrics>) -> Result<SharedStore, BuildError> {
     Ok(store::open(&config.store.url, metrics)?)
+}
+
+/// The key sealing TOTP seeds: configured file, else one kept beside an embedded store. On
+/// Redis without a configured key there is none (replicas must share it): TOTP enrolment then
+/// answers 503 and says why in the log, SMS 2FA still works.
+fn sealer(config: &Config) -> Result<Option<Arc<Sealer>>, BuildError> {
+    if let Some(path) = &config.secrets.key_file {
+        return Ok(Some(Arc::new(Sealer::load(path, false)?)));
+    }
+    if let Some(db) = config.store.url.strip_prefix("embedded:") {
+        let dir = Path::new(db).parent().unwrap_or(Path::new("."));
+        let path = dir.join("secrets.key");
+        if !path.exists() {
+            tracing::warn!(path = %path.display(), "generating a secrets key for TOTP seeds; back it up with the store");
+        }
+        return Ok(Some(Arc::new(Sealer::load(&path, true)?)));
+    }
+    tracing::error!(
+        "secrets.key_file is not set: TOTP enrolment is unavailable on this Redis-backed gateway"
+    );
+    Ok(None)
 }
 
 /// The JWT key: configured file, else one kept beside an embedded store, else per process.
@@ -234,6 +260,8 @@ pub fn build_with_store(
         cookie_secure: config.session.cookie_secure,
         expired_retention_days: config.session.expired_retention_days,
         avatar_permits: Arc::new(tokio::sync::Semaphore::new(account::AVATAR_CONCURRENCY)),
+        sealer: sealer(config)?,
+        sms: sms::sender_from_config(&config.sms, clock.clone())?,
     };
     server.add_service(background_service(
         "xgw account app",

@@ -27,6 +27,9 @@ pub struct Metrics {
     pub cache_lookups: IntCounterVec,
     /// Invalidations heard from other replicas.
     pub invalidations_received: IntCounter,
+    /// Two-factor events by `event` (enrolled, disabled, reset, challenge_issued, failed_code,
+    /// backup_code_used, sms_sent, sms_failed, sms_rate_limited).
+    pub two_factor_events: IntCounterVec,
     /// Revocations that not every replica acknowledged within the wait.
     pub invalidation_ack_timeouts: IntCounter,
     /// 1 while the invalidation feed is connected (always 1 on the embedded store).
@@ -141,6 +144,12 @@ impl Metrics {
             invalidations_received: counter(
                 "xgw_invalidations_received_total",
                 "Invalidations received from the store's feed",
+            ),
+            two_factor_events: counter_vec(
+                &r,
+                "xgw_2fa_events_total",
+                "Two-factor authentication events",
+                &["event"],
             ),
             invalidation_ack_timeouts: counter(
                 "xgw_invalidation_ack_timeouts_total",

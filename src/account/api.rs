@@ -17,8 +17,8 @@ use super::AppState;
 use crate::clock::rfc3339;
 use crate::store::cache::revoke;
 use crate::store::{
-    AuditEvent, EndReason, Invalidation, Organization, Role, Session, User, ALLOWED_SESSION_DAYS,
-    SECONDS_PER_DAY,
+    AuditEvent, EndReason, Invalidation, Organization, Role, Session, TwoFactorPolicy, User,
+    ALLOWED_SESSION_DAYS, SECONDS_PER_DAY,
 };
 
 /// Ids are ours (`org_<hex>`); anything longer or odder cannot exist.
@@ -93,6 +93,7 @@ fn settings_json(org: &Organization) -> Json<Value> {
         "name": org.name,
         "session_duration_days": org.session_duration_days,
         "allowed_session_duration_days": ALLOWED_SESSION_DAYS,
+        "two_factor": org.two_factor,
     }))
 }
 
@@ -108,7 +109,10 @@ pub async fn get_settings(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsUpdate {
-    session_duration_days: Value,
+    #[serde(default)]
+    session_duration_days: Option<Value>,
+    #[serde(default)]
+    two_factor: Option<Value>,
 }
 
 pub async fn put_settings(
@@ -117,25 +121,59 @@ pub async fn put_settings(
     Path(org_id): Path<String>,
     JsonBody(update): JsonBody<SettingsUpdate>,
 ) -> Result<Json<Value>, ApiError> {
-    administered_org(&state, &caller, &org_id).await?;
-    let days = update
-        .session_duration_days
-        .as_u64()
-        .and_then(|d| u32::try_from(d).ok())
-        .filter(|d| ALLOWED_SESSION_DAYS.contains(d))
-        .ok_or_else(|| {
+    let current = administered_org(&state, &caller, &org_id).await?;
+    // Validate everything before changing anything.
+    let days = match &update.session_duration_days {
+        None => None,
+        Some(v) => Some(
+            v.as_u64()
+                .and_then(|d| u32::try_from(d).ok())
+                .filter(|d| ALLOWED_SESSION_DAYS.contains(d))
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_session_duration",
+                        "session_duration_days must be one of 1, 7, 14, 30",
+                    )
+                })?,
+        ),
+    };
+    let policy = match &update.two_factor {
+        None => None,
+        Some(v) => Some(v.as_str().and_then(TwoFactorPolicy::parse).ok_or_else(|| {
             ApiError::bad_request(
-                "invalid_session_duration",
-                "session_duration_days must be one of 1, 7, 14, 30",
+                "invalid_two_factor",
+                "two_factor must be one of off, optional, required",
             )
-        })?;
-    let org = state
-        .store
-        .set_session_duration(&org_id, days)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    // Cached sessions of this org carry the old expiry: drop them everywhere.
-    revoke(&state.cache, &state.store, &Invalidation::Org(org_id)).await?;
+        })?),
+    };
+    if days.is_none() && policy.is_none() {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "send session_duration_days and/or two_factor",
+        ));
+    }
+    let mut org = current;
+    if let Some(days) = days {
+        org = state
+            .store
+            .set_session_duration(&org_id, days)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+        // Cached sessions of this org carry the old expiry: drop them everywhere.
+        revoke(
+            &state.cache,
+            &state.store,
+            &Invalidation::Org(org_id.clone()),
+        )
+        .await?;
+    }
+    if let Some(policy) = policy {
+        org = state
+            .store
+            .set_two_factor_policy(&org_id, policy)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+    }
     Ok(settings_json(&org))
 }
 

@@ -27,6 +27,11 @@ pub enum ApiError {
     },
     NotFound,
     MethodNotAllowed,
+    /// 502: a service we depend on (the SMS provider) failed.
+    BadGateway {
+        code: &'static str,
+        message: &'static str,
+    },
     Conflict {
         code: &'static str,
         message: &'static str,
@@ -122,6 +127,9 @@ impl IntoResponse for ApiError {
             ),
             ApiError::Forbidden { code, message } => {
                 (StatusCode::FORBIDDEN, code, message.to_string())
+            }
+            ApiError::BadGateway { code, message } => {
+                (StatusCode::BAD_GATEWAY, *code, message.to_string())
             }
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,

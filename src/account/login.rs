@@ -22,7 +22,9 @@ use crate::auth::ratelimit::Backoff;
 use crate::auth::secret::{hash_secret, new_csrf_token, new_id, new_session_secret};
 use crate::clock::UnixTime;
 use crate::store::cache::revoke;
-use crate::store::{AuditEvent, EndReason, FailureCount, Invalidation, Session};
+use crate::store::{
+    AuditEvent, EndReason, FailureCount, Invalidation, Organization, SecondFactor, Session, User,
+};
 
 const MAX_EMAIL_BYTES: usize = 254;
 
@@ -64,7 +66,8 @@ pub async fn login(
         .metrics
         .logins
         .with_label_values(&[match &result {
-            Ok(_) => "success",
+            Ok(LoginOutcome::SecondStep(_)) => "second_factor_required",
+            Ok(LoginOutcome::Done(_)) => "success",
             Err(ApiError::InvalidCredentials) => "invalid_credentials",
             Err(ApiError::RateLimited { .. }) => "rate_limited",
             Err(ApiError::BadRequest { .. }) => "bad_request",
@@ -73,12 +76,19 @@ pub async fn login(
         }])
         .inc();
     match (result, is_form) {
-        (Ok(done), false) => Ok(done.json_response()),
-        (Ok(done), true) => {
+        (Ok(LoginOutcome::Done(done)), false) => Ok(done.json_response(None)),
+        (Ok(LoginOutcome::Done(done)), true) => {
             let mut resp = Redirect::to(&next).into_response();
             done.set_cookie(resp.headers_mut());
             Ok(resp)
         }
+        (Ok(LoginOutcome::SecondStep(body)), false) => Ok(Json(body).into_response()),
+        // The second step needs the page's script; a form post without it cannot carry on.
+        (Ok(LoginOutcome::SecondStep(_)), true) => Ok(Redirect::to(&format!(
+            "/auth/login?error=second_step_needs_javascript&next={}",
+            crate::web::query_escape(&next)
+        ))
+        .into_response()),
         (Err(e), true) => {
             let code = match e {
                 ApiError::InvalidCredentials => "invalid_credentials",
@@ -96,8 +106,16 @@ pub async fn login(
     }
 }
 
+/// What a correct password leads to.
+enum LoginOutcome {
+    /// A session was issued.
+    Done(LoggedIn),
+    /// The second step (`two_factor::open_challenge`): a code, or enrolment first.
+    SecondStep(serde_json::Value),
+}
+
 /// A successful login, ready to answer.
-struct LoggedIn {
+pub(super) struct LoggedIn {
     user_id: String,
     csrf_token: String,
     cookie: String,
@@ -110,16 +128,64 @@ impl LoggedIn {
         }
     }
 
-    fn json_response(self) -> Response {
-        let mut resp = Json(serde_json::json!({
+    /// The login answer; `backup_codes` when the login included a 2FA enrolment.
+    pub(super) fn json_response(self, backup_codes: Option<Vec<String>>) -> Response {
+        let mut body = serde_json::json!({
             "status": "ok",
             "user_id": self.user_id,
             "csrf_token": self.csrf_token,
-        }))
-        .into_response();
+        });
+        if let (Some(codes), serde_json::Value::Object(map)) = (backup_codes, &mut body) {
+            map.insert("backup_codes".into(), serde_json::json!(codes));
+        }
+        let mut resp = Json(body).into_response();
         self.set_cookie(resp.headers_mut());
         resp
     }
+}
+
+/// Opens a session for a login that passed every step: a fresh random id, the org's lifetime,
+/// the account's failure count cleared, and an audit entry.
+pub(super) async fn issue_session(
+    state: &AppState,
+    headers: &HeaderMap,
+    user: &User,
+    org: &Organization,
+    second_factor: Option<SecondFactor>,
+) -> Result<LoggedIn, ApiError> {
+    state
+        .store
+        .clear_failures(&account_key(&user.email))
+        .await?;
+    let now = state.clock.now();
+    let secret = new_session_secret();
+    let session = Session {
+        id: new_id("ses"),
+        token_hash: hash_secret(&secret),
+        user_id: user.id.clone(),
+        org_id: org.id.clone(),
+        ip: client_ip(headers),
+        user_agent: user_agent(headers),
+        created_at: now,
+        last_activity_at: now,
+        csrf_token: new_csrf_token(),
+        ended_at: None,
+        ended_reason: None,
+        second_factor,
+    };
+    state.store.create_session(&session).await?;
+    let mut audit = Audit::anonymous(AuditEvent::LoginSucceeded, &session.ip, &session.user_agent)
+        .actor(&user.id)
+        .target(&session.id);
+    if let Some(f) = second_factor {
+        audit = audit.detail("second_factor", f.amr());
+    }
+    audit.record(state, &session.org_id).await;
+    Ok(LoggedIn {
+        user_id: user.id.clone(),
+        csrf_token: session.csrf_token,
+        cookie: state.session_cookie(&secret, org.session_lifetime_secs()),
+    })
 }
 
 /// The brute-force gate in front of a password check (login, password change): refuses with
@@ -172,7 +238,7 @@ async fn login_inner(
     state: &AppState,
     parts: &axum::http::request::Parts,
     req: &LoginRequest,
-) -> Result<LoggedIn, ApiError> {
+) -> Result<LoginOutcome, ApiError> {
     if req.email.is_empty() || req.email.len() > MAX_EMAIL_BYTES {
         return Err(ApiError::bad_request(
             "invalid_email",
@@ -216,44 +282,27 @@ async fn login_inner(
         LoginStep::NoOrganization => {
             // The password was right: not a failure.
             state.store.clear_failures(&acct_key).await?;
+
             Err(ApiError::forbidden(
                 "no_organization",
                 "This account belongs to no organization; ask an administrator.",
             ))
         }
-        LoginStep::IssueSession { user_id, org_id } => {
-            state.store.clear_failures(&acct_key).await?;
-            let org =
-                state.store.get_org(&org_id).await?.ok_or_else(|| {
-                    ApiError::internal(format!("membership in missing org {org_id}"))
-                })?;
-            let secret = new_session_secret();
-            let session = Session {
-                id: new_id("ses"),
-                token_hash: hash_secret(&secret),
-                user_id: user_id.clone(),
-                org_id,
-                ip,
-                user_agent: user_agent(&parts.headers),
-                created_at: now,
-                last_activity_at: now,
-                csrf_token: new_csrf_token(),
-                ended_at: None,
-                ended_reason: None,
-                second_factor: None,
+        LoginStep::IssueSession { org_id, .. } => {
+            let (Some(user), Some(org)) = (user, state.store.get_org(&org_id).await?) else {
+                return Err(ApiError::internal(format!(
+                    "membership in missing org {org_id}"
+                )));
             };
-            state.store.create_session(&session).await?;
-            Audit::anonymous(AuditEvent::LoginSucceeded, &session.ip, &session.user_agent)
-                .actor(&user_id)
-                .target(&session.id)
-                .record(state, &session.org_id)
-                .await;
-            let cookie = state.session_cookie(&secret, org.session_lifetime_secs());
-            Ok(LoggedIn {
-                user_id,
-                csrf_token: session.csrf_token,
-                cookie,
-            })
+            // With a second step pending, the account's failure count is kept: it is cleared
+            // only once a session is issued, so knowing the password does not reset the limit
+            // on guessing codes.
+            if let Some(challenge) = super::two_factor::open_challenge(state, &user, &org).await? {
+                return Ok(LoginOutcome::SecondStep(challenge));
+            }
+            issue_session(state, &parts.headers, &user, &org, None)
+                .await
+                .map(LoginOutcome::Done)
         }
     }
 }

@@ -9,10 +9,12 @@ mod avatar;
 mod error;
 mod extract;
 mod login;
+mod login_2fa;
 mod members;
 mod password;
 mod profile;
 mod tokens;
+mod two_factor;
 mod ui;
 
 use std::os::unix::fs::PermissionsExt;
@@ -57,6 +59,10 @@ pub struct AppState {
     pub expired_retention_days: u32,
     /// `AVATAR_CONCURRENCY` permits.
     pub avatar_permits: Arc<tokio::sync::Semaphore>,
+    /// Seals TOTP seeds; `None` when no secrets key is configured (TOTP then unavailable).
+    pub sealer: Option<Arc<crate::auth::seal::Sealer>>,
+    /// Sends SMS codes; `None` when `[sms] provider = "none"`.
+    pub sms: Option<Arc<dyn crate::sms::SmsSender>>,
 }
 
 impl AppState {
@@ -118,6 +124,38 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(members::remove),
         )
         .route("/auth/api/v1/orgs/{org_id}/audit", get(audit::list))
+        .route("/auth/login/2fa", post(login_2fa::answer))
+        .route("/auth/login/2fa/resend", post(login_2fa::resend))
+        .route("/auth/login/2fa/enroll/totp", post(login_2fa::enrol_totp))
+        .route("/auth/login/2fa/enroll/sms", post(login_2fa::enrol_sms))
+        .route(
+            "/auth/login/2fa/enroll/verify",
+            post(login_2fa::enrol_verify),
+        )
+        .route("/auth/api/v1/me/2fa", get(two_factor::status))
+        .route("/auth/api/v1/me/2fa/totp", post(two_factor::totp_start))
+        .route(
+            "/auth/api/v1/me/2fa/totp/verify",
+            post(two_factor::totp_verify),
+        )
+        .route("/auth/api/v1/me/2fa/sms", post(two_factor::sms_start))
+        .route(
+            "/auth/api/v1/me/2fa/sms/verify",
+            post(two_factor::sms_verify),
+        )
+        .route(
+            "/auth/api/v1/me/2fa/sms/code",
+            post(two_factor::sms_send_code),
+        )
+        .route(
+            "/auth/api/v1/me/2fa/backup-codes",
+            post(two_factor::regenerate_backup_codes),
+        )
+        .route("/auth/api/v1/me/2fa/disable", post(two_factor::disable))
+        .route(
+            "/auth/api/v1/orgs/{org_id}/users/{user_id}/2fa/reset",
+            post(two_factor::admin_reset),
+        )
         .fallback(ui::not_found)
         .method_not_allowed_fallback(ui::method_not_allowed)
         .layer(DefaultBodyLimit::max(DEFAULT_AUTH_BODY_BYTES))

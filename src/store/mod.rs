@@ -442,12 +442,16 @@ pub enum AuditEvent {
     MemberRemoved,
     ServiceTokenCreated,
     ServiceTokenDeleted,
+    TwoFactorEnabled,
+    TwoFactorDisabled,
+    TwoFactorReset,
+    BackupCodesRegenerated,
     #[serde(other)]
     Other,
 }
 
 impl AuditEvent {
-    pub const ALL: [AuditEvent; 11] = [
+    pub const ALL: [AuditEvent; 15] = [
         AuditEvent::LoginSucceeded,
         AuditEvent::LoginFailed,
         AuditEvent::Logout,
@@ -458,6 +462,10 @@ impl AuditEvent {
         AuditEvent::MemberRemoved,
         AuditEvent::ServiceTokenCreated,
         AuditEvent::ServiceTokenDeleted,
+        AuditEvent::TwoFactorEnabled,
+        AuditEvent::TwoFactorDisabled,
+        AuditEvent::TwoFactorReset,
+        AuditEvent::BackupCodesRegenerated,
         AuditEvent::Other,
     ];
 
@@ -474,6 +482,10 @@ impl AuditEvent {
             AuditEvent::MemberRemoved => "member_removed",
             AuditEvent::ServiceTokenCreated => "service_token_created",
             AuditEvent::ServiceTokenDeleted => "service_token_deleted",
+            AuditEvent::TwoFactorEnabled => "two_factor_enabled",
+            AuditEvent::TwoFactorDisabled => "two_factor_disabled",
+            AuditEvent::TwoFactorReset => "two_factor_reset",
+            AuditEvent::BackupCodesRegenerated => "backup_codes_regenerated",
             AuditEvent::Other => "other",
         }
     }

@@ -39,6 +39,10 @@ pub struct Options {
     pub clock: Option<Arc<ManualClock>>,
     /// Share a JWT key between replicas.
     pub jwt_key: Option<PathBuf>,
+    /// Share the key sealing TOTP seeds between replicas.
+    pub secrets_key: Option<PathBuf>,
+    /// Deliver SMS codes to this webhook URL.
+    pub sms_webhook: Option<String>,
     pub tweak: fn(&mut Config),
 }
 
@@ -48,6 +52,8 @@ impl Default for Options {
             store_url: None,
             clock: None,
             jwt_key: None,
+            secrets_key: None,
+            sms_webhook: None,
             tweak: |_| {},
         }
     }
@@ -84,6 +90,11 @@ impl TestGateway {
         // reqwest's cookie store (rightly) keeps Secure cookies off plain http.
         config.session.cookie_secure = false;
         config.jwt.private_key_file = opts.jwt_key.clone();
+        config.secrets.key_file = opts.secrets_key.clone();
+        if let Some(url) = &opts.sms_webhook {
+            config.sms.provider = xelon_gateway::sms::SmsProvider::Webhook;
+            config.sms.webhook_url = Some(url.clone());
+        }
         (opts.tweak)(&mut config);
 
         let clock = opts.clock.clone().unwrap_or_else(ManualClock::new);

@@ -17,3 +17,4 @@ mod store_conformance;
 mod store_conformance_account;
 mod store_two_factor;
 mod tokens;
+mod two_factor;
