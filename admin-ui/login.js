@@ -1,65 +1,187 @@
-// The login page: posts JSON to /auth/login and follows `next` on success. Messages are set
-// with textContent only: nothing from the URL or the server is ever parsed as HTML.
+// The login page: the password step, then — when the account has two-factor authentication
+// or its organization requires it — the second step or the enrolment, all over the JSON API.
+// Messages are set with textContent only: nothing from the URL or the server is parsed as HTML.
 "use strict";
 
 const MESSAGES = {
   invalid_credentials: "The email or password is wrong.",
   too_many_attempts: "Too many failed attempts. Please wait and try again.",
   invalid_request: "Please enter your email and password.",
+  invalid_code: "That code is wrong or has expired.",
+  invalid_challenge: "This sign-in has expired. Please start again.",
+  invalid_phone: "Enter your number in international form, e.g. +41791234567.",
+  sms_delivery_failed: "The SMS could not be sent. Please try again later.",
+  second_step_needs_javascript: "Please enable JavaScript to finish signing in.",
   oauth_not_linked: "That account is not linked to any Xelon HQ user.",
   unavailable: "The service is temporarily unavailable. Please retry shortly.",
 };
 
-function safeNext(next) {
-  if (!next || !next.startsWith("/") || next.startsWith("//") || next.startsWith("/\\")) {
+const $ = (id) => document.getElementById(id);
+let challenge = null;
+let next = "/";
+
+function safeNext(value) {
+  if (!value || !value.startsWith("/") || value.startsWith("//") || value.startsWith("/\\")) {
     return "/";
   }
-  return next;
+  return value;
 }
 
 function showError(text) {
-  const box = document.getElementById("error");
-  box.textContent = text;
-  box.hidden = false;
+  $("error").textContent = text;
+  $("error").hidden = !text;
+}
+
+function show(id) {
+  for (const section of ["login-form", "code-form", "enrol", "backup-codes"]) {
+    $(section).hidden = section !== id;
+  }
+}
+
+async function call(path, body) {
+  let resp;
+  try {
+    resp = await fetch(path, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+      credentials: "same-origin",
+    });
+  } catch (_) {
+    return { ok: false, status: 0, data: { error: "unavailable" } };
+  }
+  let data = {};
+  try { data = await resp.json(); } catch (_) { /* 202 / 204 have no body */ }
+  return { ok: resp.ok, status: resp.status, data, retryAfter: resp.headers.get("Retry-After") };
+}
+
+function explain(result) {
+  if (result.status === 429 && result.retryAfter) {
+    return `Too many attempts. Try again in ${result.retryAfter} seconds.`;
+  }
+  return MESSAGES[result.data.error] || result.data.message || MESSAGES.unavailable;
+}
+
+function done(result) {
+  if (result.data.backup_codes) {
+    const list = $("backup-list");
+    list.replaceChildren();
+    for (const code of result.data.backup_codes) {
+      const item = document.createElement("li");
+      item.textContent = code;
+      list.appendChild(item);
+    }
+    show("backup-codes");
+    return;
+  }
+  window.location.assign(next);
+}
+
+function afterPassword(result) {
+  challenge = result.data.challenge || null;
+  if (result.data.status === "2fa_required") {
+    const sms = result.data.method === "sms";
+    $("code-hint").textContent = sms
+      ? "We sent a 6-digit code to your phone. Enter it below."
+      : "Enter the 6-digit code from your authenticator app.";
+    $("resend").hidden = !sms;
+    show("code-form");
+    $("code").focus();
+  } else if (result.data.status === "2fa_enrollment_required") {
+    $("enrol-sms").hidden = !(result.data.methods || []).includes("sms");
+    show("enrol");
+  } else {
+    done(result);
+  }
 }
 
 document.addEventListener("DOMContentLoaded", () => {
   const params = new URLSearchParams(window.location.search);
-  const next = safeNext(params.get("next"));
-  document.getElementById("next").value = next;
+  next = safeNext(params.get("next"));
+  $("next").value = next;
   const error = params.get("error");
   if (error) {
     showError(MESSAGES[error] || MESSAGES.invalid_request);
   }
-  document.getElementById("login-form").addEventListener("submit", async (event) => {
+
+  $("login-form").addEventListener("submit", async (event) => {
     event.preventDefault();
-    const body = {
-      email: document.getElementById("email").value,
-      password: document.getElementById("password").value,
-    };
-    let resp;
-    try {
-      resp = await fetch("/auth/login", {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify(body),
-        credentials: "same-origin",
-      });
-    } catch (_) {
-      showError(MESSAGES.unavailable);
-      return;
-    }
-    if (resp.ok) {
-      window.location.assign(next);
-      return;
-    }
-    let data = {};
-    try { data = await resp.json(); } catch (_) { /* not JSON */ }
-    if (resp.status === 429) {
-      const wait = resp.headers.get("Retry-After");
-      showError(wait ? `Too many failed attempts. Try again in ${wait} seconds.` : MESSAGES.too_many_attempts);
+    showError("");
+    const result = await call("/auth/login", {
+      email: $("email").value,
+      password: $("password").value,
+    });
+    if (result.ok) {
+      afterPassword(result);
     } else {
-      showError(MESSAGES[data.error] || data.message || MESSAGES.unavailable);
+      showError(explain(result));
     }
   });
+
+  $("use-backup").addEventListener("click", () => {
+    const useBackup = $("backup-field").hidden;
+    $("backup-field").hidden = !useBackup;
+    $("code-field").hidden = useBackup;
+    $("use-backup").textContent = useBackup ? "Use an authentication code" : "Use a backup code";
+  });
+
+  $("resend").addEventListener("click", async () => {
+    const result = await call("/auth/login/2fa/resend", { challenge });
+    showError(result.ok ? "" : explain(result));
+  });
+
+  $("code-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const body = $("backup-field").hidden
+      ? { challenge, code: $("code").value }
+      : { challenge, backup_code: $("backup-code").value };
+    const result = await call("/auth/login/2fa", body);
+    if (result.ok) {
+      done(result);
+    } else {
+      showError(explain(result));
+    }
+  });
+
+  $("enrol-totp").addEventListener("click", async () => {
+    const result = await call("/auth/login/2fa/enroll/totp", { challenge });
+    if (!result.ok) {
+      showError(explain(result));
+      return;
+    }
+    $("qr").src = `data:image/png;base64,${result.data.qr_png_base64}`;
+    $("setup-key").textContent = result.data.secret;
+    $("totp-setup").hidden = false;
+    $("sms-setup").hidden = true;
+    $("enrol-verify").hidden = false;
+  });
+
+  $("enrol-sms").addEventListener("click", () => {
+    $("sms-setup").hidden = false;
+    $("totp-setup").hidden = true;
+  });
+
+  $("sms-setup").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const result = await call("/auth/login/2fa/enroll/sms", { challenge, phone: $("phone").value });
+    if (result.ok) {
+      showError("");
+      $("enrol-verify").hidden = false;
+    } else {
+      showError(explain(result));
+    }
+  });
+
+  $("enrol-verify").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const result = await call("/auth/login/2fa/enroll/verify", { challenge, code: $("enrol-code").value });
+    if (result.ok) {
+      showError("");
+      done(result);
+    } else {
+      showError(explain(result));
+    }
+  });
+
+  $("continue").addEventListener("click", () => window.location.assign(next));
 });
