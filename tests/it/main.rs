@@ -6,6 +6,7 @@ mod bad_input;
 mod harness;
 mod login;
 mod members;
+mod openapi;
 mod password;
 mod profile;
 mod proxy;
