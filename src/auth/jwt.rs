@@ -103,7 +103,8 @@ impl JwtSigner {
                 .map_err(|e| key_err(path, e)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
                 let der = generate_pkcs8()?;
-                write_private(path, &der).map_err(|e| key_err(path, e))?;
+                crate::auth::secret::write_private_file(path, &der)
+                    .map_err(|e| key_err(path, e))?;
                 Self::from_pkcs8(&der, issuer, lifetime)
             }
             Err(e) => Err(key_err(path, e)),
@@ -171,22 +172,6 @@ fn generate_pkcs8() -> Result<Vec<u8>, JwtError> {
     Ed25519KeyPair::generate_pkcs8(&rng)
         .map(|d| d.as_ref().to_vec())
         .map_err(|e| JwtError::Sign(format!("key generation failed: {e}")))
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir)?;
-        }
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)
 }
 
 #[cfg(test)]

@@ -61,8 +61,11 @@ impl Sealer {
                 SystemRandom::new()
                     .fill(&mut key)
                     .map_err(|_| key_err(path, "no randomness"))?;
-                write_private(path, URL_SAFE_NO_PAD.encode(key).as_bytes())
-                    .map_err(|e| key_err(path, e))?;
+                crate::auth::secret::write_private_file(
+                    path,
+                    URL_SAFE_NO_PAD.encode(key).as_bytes(),
+                )
+                .map_err(|e| key_err(path, e))?;
                 return Sealer::from_key(&key);
             }
             Err(e) => return Err(key_err(path, e)),
@@ -118,22 +121,6 @@ fn decode_key(bytes: &[u8]) -> Option<Vec<u8>> {
     .into_iter()
     .flatten()
     .find(|k| k.len() == KEY_BYTES)
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir)?;
-        }
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)
 }
 
 #[cfg(test)]

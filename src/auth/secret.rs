@@ -50,6 +50,24 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", hex::encode(random_bytes::<16>()))
 }
 
+/// Writes a new secret file readable by its owner only (0600), creating its directory; never
+/// overwrites an existing file (a key that exists is loaded, not replaced).
+pub fn write_private_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir)?;
+        }
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
+}
+
 /// Constant-time equality for secrets compared in the open (CSRF tokens).
 pub fn constant_time_eq(a: &str, b: &str) -> bool {
     use subtle::ConstantTimeEq;
