@@ -291,3 +291,29 @@ pub async fn jwks(State(state): State<AppState>) -> Response {
     );
     resp
 }
+
+/// Ends every active session of `user_id` in `org` (except `keep`) with `reason`, and tells
+/// every replica before returning. Password change, member removal and 2FA reset use it.
+pub(super) async fn end_user_sessions(
+    state: &AppState,
+    org: &Organization,
+    user_id: &str,
+    reason: EndReason,
+    keep: Option<&str>,
+) -> Result<(), ApiError> {
+    let now = state.clock.now();
+    for s in state.store.list_org_sessions(&org.id).await? {
+        if s.user_id != user_id || Some(s.id.as_str()) == keep || !s.is_active(org, now) {
+            continue;
+        }
+        if let Some(ended) = state.store.end_session(&s.id, reason, now).await? {
+            revoke(
+                &state.cache,
+                &state.store,
+                &Invalidation::Session(ended.token_hash),
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}

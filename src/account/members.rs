@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
-use super::api::{administered_org, plausible_id};
+use super::api::{administered_org, end_user_sessions, plausible_id};
 use super::audit::Audit;
 use super::error::ApiError;
 use super::extract::{Caller, JsonBody};
@@ -197,7 +197,7 @@ pub async fn remove(
     caller: Caller,
     Path((org_id, user_id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    administered_org(&state, &caller, &org_id).await?;
+    let org = administered_org(&state, &caller, &org_id).await?;
     if !plausible_id(&user_id) {
         return Err(ApiError::NotFound);
     }
@@ -228,14 +228,7 @@ pub async fn remove(
         &Invalidation::User(member.id.clone()),
     )
     .await?;
-    for s in state.store.list_org_sessions(&org_id).await? {
-        if s.user_id == member.id && s.ended_reason.is_none() {
-            state
-                .store
-                .end_session(&s.id, EndReason::MemberRemoved, now)
-                .await?;
-        }
-    }
+    end_user_sessions(&state, &org, &member.id, EndReason::MemberRemoved, None).await?;
     Audit::by(&caller, AuditEvent::MemberRemoved)
         .target(&member.id)
         .detail("email", &member.email)

@@ -13,15 +13,14 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::api::end_user_sessions;
 use super::audit::Audit;
 use super::error::ApiError;
 use super::extract::{Caller, JsonBody};
 use super::login::{account_key, reserve_attempt};
 use super::AppState;
 use crate::auth::password::{new_password_violations, MAX_PASSWORD_BYTES};
-use crate::clock::UnixTime;
-use crate::store::cache::revoke;
-use crate::store::{modify_user, AuditEvent, EndReason, Invalidation, User};
+use crate::store::{modify_user, AuditEvent, EndReason, User};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -107,7 +106,7 @@ pub async fn change(
         });
     }
 
-    end_other_sessions(&state, &user, &caller.session.id, now).await?;
+    end_other_sessions(&state, &user, &caller.session.id).await?;
     Audit::by(&caller, AuditEvent::PasswordChanged)
         .target(&user.id)
         .record_in(&state, user.memberships.iter().map(|m| m.org_id.as_str()))
@@ -117,32 +116,17 @@ pub async fn change(
 
 /// Ends every active session of `user` except `keep`, with reason `password_changed`, and
 /// tells every replica before returning. Sessions only exist in the user's organizations.
-async fn end_other_sessions(
-    state: &AppState,
-    user: &User,
-    keep: &str,
-    now: UnixTime,
-) -> Result<(), ApiError> {
+async fn end_other_sessions(state: &AppState, user: &User, keep: &str) -> Result<(), ApiError> {
     for m in &user.memberships {
-        let Some(org) = state.store.get_org(&m.org_id).await? else {
-            continue;
-        };
-        for s in state.store.list_org_sessions(&org.id).await? {
-            if s.user_id != user.id || s.id == keep || !s.is_active(&org, now) {
-                continue;
-            }
-            if let Some(ended) = state
-                .store
-                .end_session(&s.id, EndReason::PasswordChanged, now)
-                .await?
-            {
-                revoke(
-                    &state.cache,
-                    &state.store,
-                    &Invalidation::Session(ended.token_hash),
-                )
-                .await?;
-            }
+        if let Some(org) = state.store.get_org(&m.org_id).await? {
+            end_user_sessions(
+                state,
+                &org,
+                &user.id,
+                EndReason::PasswordChanged,
+                Some(keep),
+            )
+            .await?;
         }
     }
     Ok(())

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::api::administered_org;
+use super::api::{administered_org, end_user_sessions};
 use super::audit::Audit;
 use super::error::ApiError;
 use super::extract::{Caller, JsonBody};
@@ -30,10 +30,8 @@ use super::AppState;
 use crate::auth::identity::SecondFactor;
 use crate::auth::secret::constant_time_eq;
 use crate::auth::{backup_codes, totp};
-use crate::store::cache::revoke;
 use crate::store::{
-    AuditEvent, EndReason, Invalidation, Organization, Ticket, TwoFactor, TwoFactorMethod,
-    TwoFactorPolicy, User,
+    AuditEvent, EndReason, Organization, Ticket, TwoFactor, TwoFactorMethod, TwoFactorPolicy, User,
 };
 
 pub const ENROL_TTL_SECS: i64 = 600;
@@ -620,7 +618,7 @@ pub async fn admin_reset(
     caller: Caller,
     Path((org_id, user_id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    administered_org(&state, &caller, &org_id).await?;
+    let org = administered_org(&state, &caller, &org_id).await?;
     let member = state
         .store
         .get_user(&user_id)
@@ -628,23 +626,7 @@ pub async fn admin_reset(
         .filter(|u| u.membership(&org_id).is_some())
         .ok_or(ApiError::NotFound)?;
     state.store.disable_two_factor(&member.id).await?;
-    let now = state.clock.now();
-    for s in state.store.list_org_sessions(&org_id).await? {
-        if s.user_id == member.id && s.ended_reason.is_none() {
-            if let Some(ended) = state
-                .store
-                .end_session(&s.id, EndReason::TwoFactorReset, now)
-                .await?
-            {
-                revoke(
-                    &state.cache,
-                    &state.store,
-                    &Invalidation::Session(ended.token_hash),
-                )
-                .await?;
-            }
-        }
-    }
+    end_user_sessions(&state, &org, &member.id, EndReason::TwoFactorReset, None).await?;
     count(&state, "reset");
     Audit::by(&caller, AuditEvent::TwoFactorReset)
         .target(&member.id)
