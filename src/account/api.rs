@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -109,10 +110,16 @@ pub async fn get_settings(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsUpdate {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     session_duration_days: Option<Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     two_factor: Option<Value>,
+}
+
+/// A field that was sent, even as `null` (which is then refused by its rule, not ignored).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    use serde::Deserialize;
+    Value::deserialize(d).map(Some)
 }
 
 pub async fn put_settings(
@@ -203,9 +210,10 @@ pub async fn list_sessions(
     State(state): State<AppState>,
     caller: Caller,
     Path(org_id): Path<String>,
-    Query(q): Query<SessionsQuery>,
+    query: Result<Query<SessionsQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let org = administered_org(&state, &caller, &org_id).await?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let want_active = match q.state.as_deref() {
         None | Some("active") => true,
         Some("expired") => false,

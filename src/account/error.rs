@@ -27,6 +27,11 @@ pub enum ApiError {
     },
     NotFound,
     MethodNotAllowed,
+    /// 503: a feature this gateway is not configured for.
+    NotConfigured {
+        code: &'static str,
+        message: &'static str,
+    },
     /// 502: a service we depend on (the SMS provider) failed.
     BadGateway {
         code: &'static str,
@@ -127,6 +132,9 @@ impl IntoResponse for ApiError {
             ),
             ApiError::Forbidden { code, message } => {
                 (StatusCode::FORBIDDEN, code, message.to_string())
+            }
+            ApiError::NotConfigured { code, message } => {
+                (StatusCode::SERVICE_UNAVAILABLE, *code, message.to_string())
             }
             ApiError::BadGateway { code, message } => {
                 (StatusCode::BAD_GATEWAY, *code, message.to_string())

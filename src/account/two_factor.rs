@@ -60,6 +60,14 @@ fn not_available() -> ApiError {
     )
 }
 
+/// The gateway has no key to seal authenticator seeds with (`[secrets] key_file`).
+fn totp_not_configured() -> ApiError {
+    ApiError::NotConfigured {
+        code: "totp_not_configured",
+        message: "Authenticator apps are not available here yet; ask your administrator.",
+    }
+}
+
 fn invalid_code() -> ApiError {
     ApiError::bad_request("invalid_code", "The code is wrong or has expired.")
 }
@@ -96,8 +104,20 @@ fn code_hash(user_id: &str, code: &str) -> String {
     ))
 }
 
-fn ticket_data<T: Serialize>(value: &T) -> Result<String, ApiError> {
-    serde_json::to_string(value).map_err(ApiError::internal)
+/// Stores `value` as a fresh ticket under `key`, living `ttl_secs` from now.
+async fn put_ticket<T: Serialize>(
+    state: &AppState,
+    key: &str,
+    value: &T,
+    ttl_secs: i64,
+) -> Result<(), ApiError> {
+    let now = state.clock.now();
+    let ticket = Ticket {
+        data: serde_json::to_string(value).map_err(ApiError::internal)?,
+        expires_at: now + ttl_secs,
+        attempts: 0,
+    };
+    Ok(state.store.put_ticket(key, &ticket, now).await?)
 }
 
 fn read_ticket<T: serde::de::DeserializeOwned>(ticket: &Ticket) -> Result<T, ApiError> {
@@ -138,7 +158,7 @@ async fn require_available(state: &AppState, caller: &Caller) -> Result<Organiza
 async fn start_totp(state: &AppState, user: &User) -> Result<Value, ApiError> {
     let sealer = state.sealer.as_ref().ok_or_else(|| {
         tracing::error!("TOTP enrolment refused: [secrets] key_file is not configured");
-        ApiError::Unavailable
+        totp_not_configured()
     })?;
     let secret = totp::new_secret();
     let setup = totp::enrolment(&secret, &user.email).map_err(ApiError::internal)?;
@@ -147,19 +167,7 @@ async fn start_totp(state: &AppState, user: &User) -> Result<Value, ApiError> {
         secret: Some(sealer.seal(&secret).map_err(ApiError::internal)?),
         phone: None,
     };
-    let now = state.clock.now();
-    state
-        .store
-        .put_ticket(
-            &enrol_key(&user.id),
-            &Ticket {
-                data: ticket_data(&pending)?,
-                expires_at: now + ENROL_TTL_SECS,
-                attempts: 0,
-            },
-            now,
-        )
-        .await?;
+    put_ticket(state, &enrol_key(&user.id), &pending, ENROL_TTL_SECS).await?;
     Ok(json!({
         "secret": setup.secret_base32,
         "otpauth_uri": setup.otpauth_uri,
@@ -191,18 +199,11 @@ async fn send_sms_code(state: &AppState, user: &User, phone: &str) -> Result<(),
         }
     }
     let code = format!("{:06}", rand::rngs::OsRng.gen_range(0..1_000_000u32));
-    let ticket = Ticket {
-        data: ticket_data(&SmsCode {
-            code_hash: code_hash(&user.id, &code),
-            phone: phone.to_string(),
-        })?,
-        expires_at: now + CODE_TTL_SECS,
-        attempts: 0,
+    let sms = SmsCode {
+        code_hash: code_hash(&user.id, &code),
+        phone: phone.to_string(),
     };
-    state
-        .store
-        .put_ticket(&sms_key(&user.id), &ticket, now)
-        .await?;
+    put_ticket(state, &sms_key(&user.id), &sms, CODE_TTL_SECS).await?;
     let message = format!("{code} is your Xelon HQ verification code. It expires in 5 minutes.");
     if let Err(e) = sender.send(phone, &message).await {
         count(state, "sms_failed");
@@ -271,7 +272,7 @@ async fn verify_proof(
         (Some(code), None) => match method.method {
             TwoFactorMethod::Totp => {
                 let sealed = method.totp_secret.as_deref().unwrap_or("");
-                let sealer = state.sealer.as_ref().ok_or(ApiError::Unavailable)?;
+                let sealer = state.sealer.as_ref().ok_or_else(totp_not_configured)?;
                 let secret = sealer.open(sealed).map_err(ApiError::internal)?;
                 match totp::matching_step(&secret, code, state.clock.now()) {
                     // Recorded atomically: the same code twice, on any replica, fails.
@@ -353,7 +354,7 @@ async fn verify_totp_enrolment(
             "Start the enrolment first.",
         ));
     };
-    let sealer = state.sealer.as_ref().ok_or(ApiError::Unavailable)?;
+    let sealer = state.sealer.as_ref().ok_or_else(totp_not_configured)?;
     let secret = sealer.open(sealed).map_err(ApiError::internal)?;
     let step = totp::matching_step(&secret, code, now);
     let accepted = match step {
@@ -391,24 +392,12 @@ fn check_phone(phone: &str) -> Result<String, ApiError> {
 /// Starts an SMS enrolment: remembers the number and sends it a code.
 async fn start_sms(state: &AppState, user: &User, phone: &str) -> Result<(), ApiError> {
     let phone = check_phone(phone)?;
-    let now = state.clock.now();
     let pending = PendingEnrolment {
         method: TwoFactorMethod::Sms,
         secret: None,
         phone: Some(phone.clone()),
     };
-    state
-        .store
-        .put_ticket(
-            &enrol_key(&user.id),
-            &Ticket {
-                data: ticket_data(&pending)?,
-                expires_at: now + ENROL_TTL_SECS,
-                attempts: 0,
-            },
-            now,
-        )
-        .await?;
+    put_ticket(state, &enrol_key(&user.id), &pending, ENROL_TTL_SECS).await?;
     send_sms_code(state, user, &phone).await
 }
 
@@ -539,6 +528,18 @@ pub async fn sms_send_code(
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
+/// A wrong code where a proof is the price of an action is 403; other failures (a malformed
+/// request, a store outage) keep their own answer.
+fn proof_refused(e: ApiError, message: &'static str) -> ApiError {
+    match e {
+        ApiError::BadRequest {
+            code: "invalid_code",
+            ..
+        } => ApiError::forbidden("invalid_code", message),
+        other => other,
+    }
+}
+
 async fn active_method(state: &AppState, user_id: &str) -> Result<TwoFactor, ApiError> {
     state.store.get_two_factor(user_id).await?.ok_or_else(|| {
         ApiError::bad_request(
@@ -560,7 +561,7 @@ pub async fn regenerate_backup_codes(
     };
     verify_proof(&state, &caller.user, &method, &proof)
         .await
-        .map_err(|_| ApiError::forbidden("invalid_code", "A current code is required."))?;
+        .map_err(|e| proof_refused(e, "A current code is required."))?;
     let codes = backup_codes::generate();
     let hashes: Vec<String> = codes
         .iter()
@@ -595,12 +596,7 @@ pub async fn disable(
     }
     verify_proof(&state, &caller.user, &method, &proof)
         .await
-        .map_err(|_| {
-            ApiError::forbidden(
-                "invalid_code",
-                "A current code or a backup code is required.",
-            )
-        })?;
+        .map_err(|e| proof_refused(e, "A current code or a backup code is required."))?;
     state.store.disable_two_factor(&caller.user.id).await?;
     count(&state, "disabled");
     Audit::by(&caller, AuditEvent::TwoFactorDisabled)
@@ -659,24 +655,13 @@ pub async fn open_challenge(
         return Ok(None);
     }
     let secret = crate::auth::secret::new_session_secret();
-    let now = state.clock.now();
     let challenge = Challenge {
         user_id: user.id.clone(),
         org_id: org.id.clone(),
         method: method.as_ref().map(|m| m.method),
     };
-    state
-        .store
-        .put_ticket(
-            &challenge_key(&crate::auth::secret::hash_secret(&secret)),
-            &Ticket {
-                data: ticket_data(&challenge)?,
-                expires_at: now + CHALLENGE_TTL_SECS,
-                attempts: 0,
-            },
-            now,
-        )
-        .await?;
+    let key = challenge_key(&crate::auth::secret::hash_secret(&secret));
+    put_ticket(state, &key, &challenge, CHALLENGE_TTL_SECS).await?;
     count(state, "challenge_issued");
     match method {
         Some(m) => {

@@ -363,6 +363,13 @@ async fn unknown_session_state_filter_is_400() {
     let resp = admin.get(gw.url(&path)).send().await.unwrap();
     let body = expect_error(resp, 400, "invalid_state").await;
     assert!(body["message"].as_str().unwrap().contains("active"));
+    // A repeated parameter is a JSON 400 too, not the framework's plain text.
+    let path = format!(
+        "/auth/api/v1/orgs/{}/sessions?state=active&state=expired",
+        org.id
+    );
+    let resp = admin.get(gw.url(&path)).send().await.unwrap();
+    expect_error(resp, 400, "invalid_query").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
