@@ -129,6 +129,32 @@ impl EmbeddedStore {
     }
 }
 
+/// Changes one organization in a single write transaction; `None` if it does not exist.
+fn update_org(
+    db: &Database,
+    org_id: &str,
+    change: impl FnOnce(&mut Organization),
+) -> StoreResult<Option<Organization>> {
+    let txn = db.begin_write().map_err(db_err)?;
+    let updated = {
+        let mut t = txn.open_table(ORGS).map_err(db_err)?;
+        let current: Option<Organization> = match t.get(org_id).map_err(db_err)? {
+            Some(v) => Some(decode(org_id, v.value())?),
+            None => None,
+        };
+        match current {
+            Some(mut org) => {
+                change(&mut org);
+                t.insert(org_id, encode(&org)?.as_slice()).map_err(db_err)?;
+                Some(org)
+            }
+            None => None,
+        }
+    };
+    txn.commit().map_err(db_err)?;
+    Ok(updated)
+}
+
 fn get_json<T: serde::de::DeserializeOwned>(
     db: &Database,
     table: TableDefinition<&str, &[u8]>,
@@ -188,25 +214,7 @@ impl DirectoryStore for EmbeddedStore {
     ) -> StoreResult<Option<Organization>> {
         let org_id = org_id.to_string();
         self.run("set_session_duration", move |db| {
-            let txn = db.begin_write().map_err(db_err)?;
-            let updated = {
-                let mut t = txn.open_table(ORGS).map_err(db_err)?;
-                let current: Option<Organization> = match t.get(org_id.as_str()).map_err(db_err)? {
-                    Some(v) => Some(decode(&org_id, v.value())?),
-                    None => None,
-                };
-                match current {
-                    Some(mut org) => {
-                        org.session_duration_days = days;
-                        t.insert(org_id.as_str(), encode(&org)?.as_slice())
-                            .map_err(db_err)?;
-                        Some(org)
-                    }
-                    None => None,
-                }
-            };
-            txn.commit().map_err(db_err)?;
-            Ok(updated)
+            update_org(db, &org_id, |org| org.session_duration_days = days)
         })
         .await
     }

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use redb::{ReadableTable, TableDefinition};
 
-use super::{db_err, get_json, EmbeddedStore, ORGS};
+use super::{db_err, get_json, update_org, EmbeddedStore};
 use crate::clock::UnixTime;
 use crate::store::two_factor::{Ticket, TicketStore, TwoFactor, TwoFactorPolicy, TwoFactorStore};
 use crate::store::{decode, encode, Organization, StoreResult};
@@ -33,26 +33,7 @@ impl TwoFactorStore for EmbeddedStore {
     ) -> StoreResult<Option<Organization>> {
         let org_id = org_id.to_string();
         self.run("set_two_factor_policy", move |db| {
-            let txn = db.begin_write().map_err(db_err)?;
-            let updated = {
-                let mut orgs = txn.open_table(ORGS).map_err(db_err)?;
-                let current: Option<Organization> =
-                    match orgs.get(org_id.as_str()).map_err(db_err)? {
-                        Some(v) => Some(decode(&org_id, v.value())?),
-                        None => None,
-                    };
-                match current {
-                    Some(mut org) => {
-                        org.two_factor = policy;
-                        orgs.insert(org_id.as_str(), encode(&org)?.as_slice())
-                            .map_err(db_err)?;
-                        Some(org)
-                    }
-                    None => None,
-                }
-            };
-            txn.commit().map_err(db_err)?;
-            Ok(updated)
+            update_org(db, &org_id, |org| org.two_factor = policy)
         })
         .await
     }
