@@ -68,31 +68,18 @@ pub async fn answer(
     JsonBody(body): JsonBody<AnswerBody>,
 ) -> Result<Response, ApiError> {
     let (key, challenge, user) = two_factor::read_challenge(&state, &body.challenge).await?;
-    let result = two_factor::answer_challenge(
+    let (ip, ua) = (client_ip(&headers), user_agent(&headers));
+    let factor = two_factor::answer_challenge(
         &state,
         &key,
         &challenge,
         &user,
         &Proof::new(body.code, body.backup_code),
         &account_key(&user.email),
+        |event| Audit::anonymous(event, &ip, &ua).detail("during", "login"),
     )
-    .await;
-    let factor = match result {
-        Ok(f) => f,
-        Err(e) => {
-            count_login(&state, "invalid_second_factor");
-            Audit::anonymous(
-                AuditEvent::LoginFailed,
-                &client_ip(&headers),
-                &user_agent(&headers),
-            )
-            .target(&user.id)
-            .detail("reason", "invalid_second_factor")
-            .record(&state, &challenge.org_id)
-            .await;
-            return Err(e);
-        }
-    };
+    .await
+    .inspect_err(|_| count_login(&state, "invalid_second_factor"))?;
     let org = org_of(&state, &challenge.org_id).await?;
     let done = issue_session(&state, &headers, &user, &org, Some(factor)).await?;
     count_login(&state, "success");

@@ -261,12 +261,15 @@ impl Proof {
     }
 }
 
-/// Verifies `proof` against the user's active method. Every wrong proof is counted.
+/// Verifies `proof` against the user's active method. A used backup code and every wrong
+/// code are counted and written to the audit log (in each of the user's organizations), with
+/// the context `audit` gives (who, from where).
 async fn verify_proof(
     state: &AppState,
     user: &User,
     method: &TwoFactor,
     proof: &Proof,
+    audit: impl Fn(AuditEvent) -> Audit,
 ) -> Result<SecondFactor, ApiError> {
     let result = match (&proof.code, &proof.backup_code) {
         (Some(code), None) => match method.method {
@@ -298,14 +301,33 @@ async fn verify_proof(
             "Send exactly one of code or backup_code.",
         )),
     };
-    if matches!(
-        result,
+    let orgs = || user.memberships.iter().map(|m| m.org_id.as_str());
+    match &result {
+        Ok(SecondFactor::Backup) => {
+            audit(AuditEvent::BackupCodeUsed)
+                .target(&user.id)
+                .record_in(state, orgs())
+                .await;
+        }
         Err(ApiError::BadRequest {
             code: "invalid_code",
             ..
-        })
-    ) {
-        count(state, "failed_code");
+        }) => {
+            count(state, "failed_code");
+            audit(AuditEvent::TwoFactorFailed)
+                .target(&user.id)
+                .detail(
+                    "method",
+                    if proof.backup_code.is_some() {
+                        "backup"
+                    } else {
+                        method.method.as_str()
+                    },
+                )
+                .record_in(state, orgs())
+                .await;
+        }
+        _ => {}
     }
     result
 }
@@ -559,9 +581,11 @@ pub async fn regenerate_backup_codes(
         code: Some(body.code),
         backup_code: None,
     };
-    verify_proof(&state, &caller.user, &method, &proof)
-        .await
-        .map_err(|e| proof_refused(e, "A current code is required."))?;
+    verify_proof(&state, &caller.user, &method, &proof, |e| {
+        Audit::by(&caller, e)
+    })
+    .await
+    .map_err(|e| proof_refused(e, "A current code is required."))?;
     let codes = backup_codes::generate();
     let hashes: Vec<String> = codes
         .iter()
@@ -594,9 +618,11 @@ pub async fn disable(
                 "Your organization requires two-factor authentication; enrol a new method instead.",
         });
     }
-    verify_proof(&state, &caller.user, &method, &proof)
-        .await
-        .map_err(|e| proof_refused(e, "A current code or a backup code is required."))?;
+    verify_proof(&state, &caller.user, &method, &proof, |e| {
+        Audit::by(&caller, e)
+    })
+    .await
+    .map_err(|e| proof_refused(e, "A current code or a backup code is required."))?;
     state.store.disable_two_factor(&caller.user.id).await?;
     count(&state, "disabled");
     Audit::by(&caller, AuditEvent::TwoFactorDisabled)
@@ -747,6 +773,7 @@ pub async fn answer_challenge(
     user: &User,
     proof: &Proof,
     account_key: &str,
+    audit: impl Fn(AuditEvent) -> Audit,
 ) -> Result<SecondFactor, ApiError> {
     let method = match challenge.method {
         Some(_) => state.store.get_two_factor(&user.id).await?,
@@ -758,7 +785,7 @@ pub async fn answer_challenge(
             "The login challenge is not valid; sign in again.",
         )
     })?;
-    match verify_proof(state, user, &method, proof).await {
+    match verify_proof(state, user, &method, proof, audit).await {
         Ok(factor) => {
             state
                 .store

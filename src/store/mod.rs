@@ -446,12 +446,14 @@ pub enum AuditEvent {
     TwoFactorDisabled,
     TwoFactorReset,
     BackupCodesRegenerated,
+    BackupCodeUsed,
+    TwoFactorFailed,
     #[serde(other)]
     Other,
 }
 
 impl AuditEvent {
-    pub const ALL: [AuditEvent; 15] = [
+    pub const ALL: [AuditEvent; 17] = [
         AuditEvent::LoginSucceeded,
         AuditEvent::LoginFailed,
         AuditEvent::Logout,
@@ -466,6 +468,8 @@ impl AuditEvent {
         AuditEvent::TwoFactorDisabled,
         AuditEvent::TwoFactorReset,
         AuditEvent::BackupCodesRegenerated,
+        AuditEvent::BackupCodeUsed,
+        AuditEvent::TwoFactorFailed,
         AuditEvent::Other,
     ];
 
@@ -486,6 +490,8 @@ impl AuditEvent {
             AuditEvent::TwoFactorDisabled => "two_factor_disabled",
             AuditEvent::TwoFactorReset => "two_factor_reset",
             AuditEvent::BackupCodesRegenerated => "backup_codes_regenerated",
+            AuditEvent::BackupCodeUsed => "backup_code_used",
+            AuditEvent::TwoFactorFailed => "two_factor_failed",
             AuditEvent::Other => "other",
         }
     }

@@ -419,7 +419,7 @@ async fn totp_enrolment_then_login_needs_a_fresh_code_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_codes_work_once_each_and_can_be_regenerated() {
     let gw = TestGateway::start().await;
-    let (_, _, _, member, csrf) = org_with_policy(&gw, "optional").await;
+    let (org, admin, _, member, csrf) = org_with_policy(&gw, "optional").await;
     let (secret, codes) = enrol_totp(&gw, &member, &csrf).await;
 
     let c1 = gw.client();
@@ -449,6 +449,29 @@ async fn backup_codes_work_once_each_and_can_be_regenerated() {
         (400, "invalid_code"),
         "used once"
     );
+
+    // The use, and the failed reuse, are in the audit log.
+    let audit: Value = admin
+        .get(gw.url(&format!("/auth/api/v1/orgs/{org}/audit")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let types: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    for t in [
+        "two_factor_enabled",
+        "backup_code_used",
+        "two_factor_failed",
+    ] {
+        assert!(types.contains(&t), "{t} missing from {types:?}");
+    }
 
     // Two parallel logins with one code: exactly one gets in.
     let mut challenges = Vec::new();
