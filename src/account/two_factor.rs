@@ -481,11 +481,38 @@ pub async fn status(
     })))
 }
 
+/// Replacing an active method needs proof of it: a stolen session alone must not be able to
+/// move someone's second factor onto the thief's device.
+async fn require_current_proof(
+    state: &AppState,
+    caller: &Caller,
+    proof: &Proof,
+) -> Result<(), ApiError> {
+    let Some(method) = state.store.get_two_factor(&caller.user.id).await? else {
+        return Ok(());
+    };
+    if proof.code.is_none() && proof.backup_code.is_none() {
+        return Err(ApiError::forbidden(
+            "current_code_required",
+            "Two-factor authentication is active: send a current code or a backup code to replace it.",
+        ));
+    }
+    verify_proof(state, &caller.user, &method, proof, |e| {
+        Audit::by(caller, e)
+    })
+    .await
+    .map(|_| ())
+    .map_err(|e| proof_refused(e, "A current code or a backup code is required."))
+}
+
+/// Starts a TOTP enrolment. Body `{}`, or with an active method `{"code"}` / `{"backup_code"}`.
 pub async fn totp_start(
     State(state): State<AppState>,
     caller: Caller,
+    JsonBody(proof): JsonBody<Proof>,
 ) -> Result<Json<Value>, ApiError> {
     require_available(&state, &caller).await?;
+    require_current_proof(&state, &caller, &proof).await?;
     Ok(Json(start_totp(&state, &caller.user).await?))
 }
 
@@ -510,6 +537,11 @@ pub async fn totp_verify(
 #[serde(deny_unknown_fields)]
 pub struct PhoneBody {
     phone: String,
+    /// Proof of the active method, when replacing it.
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    backup_code: Option<String>,
 }
 
 pub async fn sms_start(
@@ -518,6 +550,8 @@ pub async fn sms_start(
     JsonBody(body): JsonBody<PhoneBody>,
 ) -> Result<Response, ApiError> {
     require_available(&state, &caller).await?;
+    let proof = Proof::new(body.code, body.backup_code);
+    require_current_proof(&state, &caller, &proof).await?;
     start_sms(&state, &caller.user, &body.phone).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }

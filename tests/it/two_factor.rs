@@ -495,6 +495,35 @@ async fn backup_codes_work_once_each_and_can_be_regenerated() {
         "{results:?}"
     );
 
+    // Replacing the active method needs proof of it.
+    let (s, b) = post(
+        &member,
+        gw.url("/auth/api/v1/me/2fa/totp"),
+        Some(&csrf),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"].as_str().unwrap()),
+        (403, "current_code_required")
+    );
+    let (s, b) = post(
+        &member,
+        gw.url("/auth/api/v1/me/2fa/sms"),
+        Some(&csrf),
+        json!({ "phone": "+41791234567", "backup_code": "XXXX-XXXX-XXXX" }),
+    )
+    .await;
+    assert_eq!((s, b["error"].as_str().unwrap()), (403, "invalid_code"));
+    let (s, b) = post(
+        &member,
+        gw.url("/auth/api/v1/me/2fa/totp"),
+        Some(&csrf),
+        json!({ "backup_code": codes[3] }),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+
     // Regenerating needs a current code and invalidates the old set.
     let (s, b) = post(
         &member,
