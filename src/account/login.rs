@@ -297,7 +297,7 @@ async fn login_inner(
             // With a second step pending, the account's failure count is kept: it is cleared
             // only once a session is issued, so knowing the password does not reset the limit
             // on guessing codes.
-            if let Some(challenge) = super::two_factor::open_challenge(state, &user, &org).await? {
+            if let Some(challenge) = super::login_2fa::open_challenge(state, &user, &org).await? {
                 return Ok(LoginOutcome::SecondStep(challenge));
             }
             issue_session(state, &parts.headers, &user, &org, None)

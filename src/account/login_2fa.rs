@@ -8,16 +8,264 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 
 use super::audit::Audit;
 use super::error::ApiError;
 use super::extract::{client_ip, user_agent, JsonBody};
 use super::login::{account_key, issue_session};
-use super::two_factor::{self, Proof};
+use super::two_factor::{
+    count, enrol_key, put_ticket, read_ticket, send_sms_code, start_sms, start_totp, verify_proof,
+    verify_sms_enrolment, verify_totp_enrolment, PendingEnrolment, Proof, CHALLENGE_TTL_SECS,
+    MAX_CODE_ATTEMPTS,
+};
 use super::AppState;
-use crate::store::{AuditEvent, Organization};
+use crate::store::{
+    AuditEvent, Organization, SecondFactor, TwoFactorMethod, TwoFactorPolicy, User,
+};
+
+/// A login challenge's ticket key: `2fa:challenge:{sha256 of the secret}` (the client holds
+/// the secret, the store only its hash).
+fn challenge_key(secret_hash: &str) -> String {
+    format!("2fa:challenge:{secret_hash}")
+}
+
+/// A login that passed its password and waits for the second factor (or for enrolment, when
+/// the organization requires 2FA and the user has none).
+#[derive(Serialize, Deserialize)]
+pub struct Challenge {
+    pub user_id: String,
+    pub org_id: String,
+    /// `None`: the user must enrol first.
+    pub method: Option<TwoFactorMethod>,
+}
+
+/// What the password step answers when a second step is needed.
+pub async fn open_challenge(
+    state: &AppState,
+    user: &User,
+    org: &Organization,
+) -> Result<Option<Value>, ApiError> {
+    let method = state.store.get_two_factor(&user.id).await?;
+    let needs_enrolment = method.is_none() && org.two_factor == TwoFactorPolicy::Required;
+    if method.is_none() && !needs_enrolment {
+        return Ok(None);
+    }
+    let secret = crate::auth::secret::new_session_secret();
+    let challenge = Challenge {
+        user_id: user.id.clone(),
+        org_id: org.id.clone(),
+        method: method.as_ref().map(|m| m.method),
+    };
+    let key = challenge_key(&crate::auth::secret::hash_secret(&secret));
+    put_ticket(state, &key, &challenge, CHALLENGE_TTL_SECS).await?;
+    count(state, "challenge_issued");
+    match method {
+        Some(m) => {
+            if m.method == TwoFactorMethod::Sms {
+                send_sms_code(state, user, m.phone.as_deref().unwrap_or("")).await?;
+            }
+            Ok(Some(json!({
+                "status": "2fa_required",
+                "method": m.method,
+                "challenge": secret,
+            })))
+        }
+        None => Ok(Some(json!({
+            "status": "2fa_enrollment_required",
+            "methods": if state.sms.is_some() { vec!["totp", "sms"] } else { vec!["totp"] },
+            "challenge": secret,
+        }))),
+    }
+}
+
+fn challenge_hash(secret: &str) -> Result<String, ApiError> {
+    if !crate::auth::secret::is_well_formed_session_secret(secret) {
+        return Err(ApiError::bad_request(
+            "invalid_challenge",
+            "The login challenge is not valid; sign in again.",
+        ));
+    }
+    Ok(crate::auth::secret::hash_secret(secret))
+}
+
+/// Looks a challenge up without using it.
+pub async fn read_challenge(
+    state: &AppState,
+    secret: &str,
+) -> Result<(String, Challenge, User), ApiError> {
+    let hash = challenge_hash(secret)?;
+    let key = challenge_key(&hash);
+    let ticket = state
+        .store
+        .get_ticket(&key, state.clock.now())
+        .await?
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_challenge",
+                "The login challenge has expired; sign in again.",
+            )
+        })?;
+    let challenge: Challenge = read_ticket(&ticket)?;
+    let user = state
+        .store
+        .get_user(&challenge.user_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_challenge",
+                "The login challenge is not valid; sign in again.",
+            )
+        })?;
+    Ok((key, challenge, user))
+}
+
+/// Counts a wrong answer against the challenge (it dies after 5) and the account's
+/// brute-force limit.
+pub async fn fail_challenge(
+    state: &AppState,
+    key: &str,
+    account_key: &str,
+) -> Result<(), ApiError> {
+    let now = state.clock.now();
+    state.store.fail_ticket(key, now, MAX_CODE_ATTEMPTS).await?;
+    state
+        .store
+        .record_failure(account_key, now, state.login.failure_window_seconds)
+        .await?;
+    Ok(())
+}
+
+/// Checks the second factor of a challenge; on success the challenge is used up.
+pub async fn answer_challenge(
+    state: &AppState,
+    key: &str,
+    challenge: &Challenge,
+    user: &User,
+    proof: &Proof,
+    account_key: &str,
+    audit: impl Fn(AuditEvent) -> Audit,
+) -> Result<SecondFactor, ApiError> {
+    let method = match challenge.method {
+        Some(_) => state.store.get_two_factor(&user.id).await?,
+        None => None,
+    }
+    .ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_challenge",
+            "The login challenge is not valid; sign in again.",
+        )
+    })?;
+    match verify_proof(state, user, &method, proof, audit).await {
+        Ok(factor) => {
+            state
+                .store
+                .take_ticket(key, state.clock.now())
+                .await?
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_challenge",
+                        "The login challenge was already used.",
+                    )
+                })?;
+            Ok(factor)
+        }
+        Err(e) => {
+            fail_challenge(state, key, account_key).await?;
+            Err(e)
+        }
+    }
+}
+
+async fn resend_sms_code(
+    state: &AppState,
+    challenge: &Challenge,
+    user: &User,
+) -> Result<(), ApiError> {
+    let method = state
+        .store
+        .get_two_factor(&user.id)
+        .await?
+        .filter(|m| {
+            challenge.method == Some(TwoFactorMethod::Sms) && m.method == TwoFactorMethod::Sms
+        })
+        .ok_or_else(|| {
+            ApiError::bad_request("no_sms_method", "This login does not use SMS codes.")
+        })?;
+    send_sms_code(state, user, method.phone.as_deref().unwrap_or("")).await
+}
+
+/// Enrolment inside a login (policy `required`): the same steps as the account API.
+pub async fn login_enrol_totp(
+    state: &AppState,
+    challenge: &Challenge,
+    user: &User,
+) -> Result<Value, ApiError> {
+    if challenge.method.is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_challenge",
+            "This login does not need an enrolment.",
+        ));
+    }
+    start_totp(state, user).await
+}
+
+pub async fn login_enrol_sms(
+    state: &AppState,
+    challenge: &Challenge,
+    user: &User,
+    phone: &str,
+) -> Result<(), ApiError> {
+    if challenge.method.is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_challenge",
+            "This login does not need an enrolment.",
+        ));
+    }
+    start_sms(state, user, phone).await
+}
+
+/// Completes an enrolment inside a login; returns the backup codes and the factor used.
+pub async fn login_enrol_verify(
+    state: &AppState,
+    challenge: &Challenge,
+    user: &User,
+    code: &str,
+    audit: Audit,
+) -> Result<(Vec<String>, SecondFactor), ApiError> {
+    if challenge.method.is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_challenge",
+            "This login does not need an enrolment.",
+        ));
+    }
+    let pending: PendingEnrolment = match state
+        .store
+        .get_ticket(&enrol_key(&user.id), state.clock.now())
+        .await?
+    {
+        Some(t) => read_ticket(&t)?,
+        None => {
+            return Err(ApiError::bad_request(
+                "no_pending_enrolment",
+                "Start the enrolment first.",
+            ))
+        }
+    };
+    match pending.method {
+        TwoFactorMethod::Totp => Ok((
+            verify_totp_enrolment(state, user, code, audit).await?,
+            SecondFactor::Totp,
+        )),
+        TwoFactorMethod::Sms => Ok((
+            verify_sms_enrolment(state, user, code, audit).await?,
+            SecondFactor::Sms,
+        )),
+    }
+}
+
+// --- the handlers -----------------------------------------------------------------------------
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,9 +315,9 @@ pub async fn answer(
     headers: HeaderMap,
     JsonBody(body): JsonBody<AnswerBody>,
 ) -> Result<Response, ApiError> {
-    let (key, challenge, user) = two_factor::read_challenge(&state, &body.challenge).await?;
+    let (key, challenge, user) = read_challenge(&state, &body.challenge).await?;
     let (ip, ua) = (client_ip(&headers), user_agent(&headers));
-    let factor = two_factor::answer_challenge(
+    let factor = answer_challenge(
         &state,
         &key,
         &challenge,
@@ -90,8 +338,8 @@ pub async fn resend(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<ChallengeBody>,
 ) -> Result<Response, ApiError> {
-    let (_, challenge, user) = two_factor::read_challenge(&state, &body.challenge).await?;
-    two_factor::resend(&state, &challenge, &user).await?;
+    let (_, challenge, user) = read_challenge(&state, &body.challenge).await?;
+    resend_sms_code(&state, &challenge, &user).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
@@ -99,18 +347,16 @@ pub async fn enrol_totp(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<ChallengeBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let (_, challenge, user) = two_factor::read_challenge(&state, &body.challenge).await?;
-    Ok(Json(
-        two_factor::login_enrol_totp(&state, &challenge, &user).await?,
-    ))
+    let (_, challenge, user) = read_challenge(&state, &body.challenge).await?;
+    Ok(Json(login_enrol_totp(&state, &challenge, &user).await?))
 }
 
 pub async fn enrol_sms(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<PhoneBody>,
 ) -> Result<Response, ApiError> {
-    let (_, challenge, user) = two_factor::read_challenge(&state, &body.challenge).await?;
-    two_factor::login_enrol_sms(&state, &challenge, &user, &body.phone).await?;
+    let (_, challenge, user) = read_challenge(&state, &body.challenge).await?;
+    login_enrol_sms(&state, &challenge, &user, &body.phone).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
@@ -121,19 +367,18 @@ pub async fn enrol_verify(
     headers: HeaderMap,
     JsonBody(body): JsonBody<VerifyBody>,
 ) -> Result<Response, ApiError> {
-    let (key, challenge, user) = two_factor::read_challenge(&state, &body.challenge).await?;
+    let (key, challenge, user) = read_challenge(&state, &body.challenge).await?;
     let audit = Audit::anonymous(
         AuditEvent::TwoFactorEnabled,
         &client_ip(&headers),
         &user_agent(&headers),
     )
     .actor(&user.id);
-    let verified =
-        two_factor::login_enrol_verify(&state, &challenge, &user, &body.code, audit).await;
+    let verified = login_enrol_verify(&state, &challenge, &user, &body.code, audit).await;
     let (codes, factor) = match verified {
         Ok(v) => v,
         Err(e) => {
-            two_factor::fail_challenge(&state, &key, &account_key(&user.email)).await?;
+            fail_challenge(&state, &key, &account_key(&user.email)).await?;
             return Err(e);
         }
     };

@@ -9,9 +9,9 @@
 //!   counts toward the account's brute-force limit), an SMS code after 5, and SMS sends are
 //!   limited to 3 per 15 minutes per user and per phone number.
 //!
-//! Short-lived state lives in store tickets: `2fa:enrol:{user}` (a pending enrolment, 10 min),
-//! `2fa:sms:{user}` (the outstanding SMS code, 5 min) and `2fa:challenge:{hash}` (a login
-//! waiting for its second factor, 5 min; the client holds the secret, the store its hash).
+//! Short-lived state lives in store tickets: `2fa:enrol:{user}` (a pending enrolment, 10 min)
+//! and `2fa:sms:{user}` (the outstanding SMS code, 5 min). The login's second step, which
+//! reuses these steps, is in `login_2fa.rs`.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -41,16 +41,12 @@ pub const MAX_CODE_ATTEMPTS: u32 = 5;
 pub const SMS_SENDS_PER_WINDOW: u32 = 3;
 pub const SMS_SEND_WINDOW_SECS: i64 = 900;
 
-fn enrol_key(user_id: &str) -> String {
+pub(super) fn enrol_key(user_id: &str) -> String {
     format!("2fa:enrol:{user_id}")
 }
 
 fn sms_key(user_id: &str) -> String {
     format!("2fa:sms:{user_id}")
-}
-
-pub fn challenge_key(secret_hash: &str) -> String {
-    format!("2fa:challenge:{secret_hash}")
 }
 
 fn not_available() -> ApiError {
@@ -72,7 +68,7 @@ fn invalid_code() -> ApiError {
     ApiError::bad_request("invalid_code", "The code is wrong or has expired.")
 }
 
-fn count(state: &AppState, event: &str) {
+pub(super) fn count(state: &AppState, event: &str) {
     state
         .metrics
         .two_factor_events
@@ -82,13 +78,13 @@ fn count(state: &AppState, event: &str) {
 
 /// A pending enrolment: what the user is setting up, until they prove it works.
 #[derive(Serialize, Deserialize)]
-struct PendingEnrolment {
-    method: TwoFactorMethod,
+pub(super) struct PendingEnrolment {
+    pub(super) method: TwoFactorMethod,
     /// Sealed TOTP seed.
     #[serde(default)]
-    secret: Option<String>,
+    pub(super) secret: Option<String>,
     #[serde(default)]
-    phone: Option<String>,
+    pub(super) phone: Option<String>,
 }
 
 /// An outstanding SMS code.
@@ -105,7 +101,7 @@ fn code_hash(user_id: &str, code: &str) -> String {
 }
 
 /// Stores `value` as a fresh ticket under `key`, living `ttl_secs` from now.
-async fn put_ticket<T: Serialize>(
+pub(super) async fn put_ticket<T: Serialize>(
     state: &AppState,
     key: &str,
     value: &T,
@@ -120,7 +116,7 @@ async fn put_ticket<T: Serialize>(
     Ok(state.store.put_ticket(key, &ticket, now).await?)
 }
 
-fn read_ticket<T: serde::de::DeserializeOwned>(ticket: &Ticket) -> Result<T, ApiError> {
+pub(super) fn read_ticket<T: serde::de::DeserializeOwned>(ticket: &Ticket) -> Result<T, ApiError> {
     serde_json::from_str(&ticket.data).map_err(ApiError::internal)
 }
 
@@ -155,7 +151,7 @@ async fn require_available(state: &AppState, caller: &Caller) -> Result<Organiza
 // --- shared steps, used by the account API and by the login's enrolment step -------------------
 
 /// Starts a TOTP enrolment: a fresh seed, kept sealed for 10 minutes.
-async fn start_totp(state: &AppState, user: &User) -> Result<Value, ApiError> {
+pub(super) async fn start_totp(state: &AppState, user: &User) -> Result<Value, ApiError> {
     let sealer = state.sealer.as_ref().ok_or_else(|| {
         tracing::error!("TOTP enrolment refused: [secrets] key_file is not configured");
         totp_not_configured()
@@ -177,7 +173,11 @@ async fn start_totp(state: &AppState, user: &User) -> Result<Value, ApiError> {
 
 /// Sends a fresh 6-digit code to `phone` (replacing any outstanding one), within the send
 /// limits per user and per number.
-async fn send_sms_code(state: &AppState, user: &User, phone: &str) -> Result<(), ApiError> {
+pub(super) async fn send_sms_code(
+    state: &AppState,
+    user: &User,
+    phone: &str,
+) -> Result<(), ApiError> {
     let sender = state.sms.as_ref().ok_or_else(|| {
         ApiError::forbidden("sms_not_configured", "SMS codes are not available here.")
     })?;
@@ -264,7 +264,7 @@ impl Proof {
 /// Verifies `proof` against the user's active method. A used backup code and every wrong
 /// code are counted and written to the audit log (in each of the user's organizations), with
 /// the context `audit` gives (who, from where).
-async fn verify_proof(
+pub(super) async fn verify_proof(
     state: &AppState,
     user: &User,
     method: &TwoFactor,
@@ -358,7 +358,7 @@ async fn activate(
 }
 
 /// Completes a pending TOTP enrolment with a first valid code.
-async fn verify_totp_enrolment(
+pub(super) async fn verify_totp_enrolment(
     state: &AppState,
     user: &User,
     code: &str,
@@ -412,7 +412,7 @@ fn check_phone(phone: &str) -> Result<String, ApiError> {
 }
 
 /// Starts an SMS enrolment: remembers the number and sends it a code.
-async fn start_sms(state: &AppState, user: &User, phone: &str) -> Result<(), ApiError> {
+pub(super) async fn start_sms(state: &AppState, user: &User, phone: &str) -> Result<(), ApiError> {
     let phone = check_phone(phone)?;
     let pending = PendingEnrolment {
         method: TwoFactorMethod::Sms,
@@ -423,7 +423,7 @@ async fn start_sms(state: &AppState, user: &User, phone: &str) -> Result<(), Api
     send_sms_code(state, user, &phone).await
 }
 
-async fn verify_sms_enrolment(
+pub(super) async fn verify_sms_enrolment(
     state: &AppState,
     user: &User,
     code: &str,
@@ -689,238 +689,6 @@ pub async fn admin_reset(
         .record(&state, &org_id)
         .await;
     Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-// --- the login's second step -------------------------------------------------------------------
-
-/// A login that passed its password and waits for the second factor (or for enrolment, when
-/// the organization requires 2FA and the user has none).
-#[derive(Serialize, Deserialize)]
-pub struct Challenge {
-    pub user_id: String,
-    pub org_id: String,
-    /// `None`: the user must enrol first.
-    pub method: Option<TwoFactorMethod>,
-}
-
-/// What the password step answers when a second step is needed.
-pub async fn open_challenge(
-    state: &AppState,
-    user: &User,
-    org: &Organization,
-) -> Result<Option<Value>, ApiError> {
-    let method = state.store.get_two_factor(&user.id).await?;
-    let needs_enrolment = method.is_none() && org.two_factor == TwoFactorPolicy::Required;
-    if method.is_none() && !needs_enrolment {
-        return Ok(None);
-    }
-    let secret = crate::auth::secret::new_session_secret();
-    let challenge = Challenge {
-        user_id: user.id.clone(),
-        org_id: org.id.clone(),
-        method: method.as_ref().map(|m| m.method),
-    };
-    let key = challenge_key(&crate::auth::secret::hash_secret(&secret));
-    put_ticket(state, &key, &challenge, CHALLENGE_TTL_SECS).await?;
-    count(state, "challenge_issued");
-    match method {
-        Some(m) => {
-            if m.method == TwoFactorMethod::Sms {
-                send_sms_code(state, user, m.phone.as_deref().unwrap_or("")).await?;
-            }
-            Ok(Some(json!({
-                "status": "2fa_required",
-                "method": m.method,
-                "challenge": secret,
-            })))
-        }
-        None => Ok(Some(json!({
-            "status": "2fa_enrollment_required",
-            "methods": if state.sms.is_some() { vec!["totp", "sms"] } else { vec!["totp"] },
-            "challenge": secret,
-        }))),
-    }
-}
-
-fn challenge_hash(secret: &str) -> Result<String, ApiError> {
-    if !crate::auth::secret::is_well_formed_session_secret(secret) {
-        return Err(ApiError::bad_request(
-            "invalid_challenge",
-            "The login challenge is not valid; sign in again.",
-        ));
-    }
-    Ok(crate::auth::secret::hash_secret(secret))
-}
-
-/// Looks a challenge up without using it.
-pub async fn read_challenge(
-    state: &AppState,
-    secret: &str,
-) -> Result<(String, Challenge, User), ApiError> {
-    let hash = challenge_hash(secret)?;
-    let key = challenge_key(&hash);
-    let ticket = state
-        .store
-        .get_ticket(&key, state.clock.now())
-        .await?
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_challenge",
-                "The login challenge has expired; sign in again.",
-            )
-        })?;
-    let challenge: Challenge = read_ticket(&ticket)?;
-    let user = state
-        .store
-        .get_user(&challenge.user_id)
-        .await?
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_challenge",
-                "The login challenge is not valid; sign in again.",
-            )
-        })?;
-    Ok((key, challenge, user))
-}
-
-/// Counts a wrong answer against the challenge (it dies after 5) and the account's
-/// brute-force limit.
-pub async fn fail_challenge(
-    state: &AppState,
-    key: &str,
-    account_key: &str,
-) -> Result<(), ApiError> {
-    let now = state.clock.now();
-    state.store.fail_ticket(key, now, MAX_CODE_ATTEMPTS).await?;
-    state
-        .store
-        .record_failure(account_key, now, state.login.failure_window_seconds)
-        .await?;
-    Ok(())
-}
-
-/// Checks the second factor of a challenge; on success the challenge is used up.
-pub async fn answer_challenge(
-    state: &AppState,
-    key: &str,
-    challenge: &Challenge,
-    user: &User,
-    proof: &Proof,
-    account_key: &str,
-    audit: impl Fn(AuditEvent) -> Audit,
-) -> Result<SecondFactor, ApiError> {
-    let method = match challenge.method {
-        Some(_) => state.store.get_two_factor(&user.id).await?,
-        None => None,
-    }
-    .ok_or_else(|| {
-        ApiError::bad_request(
-            "invalid_challenge",
-            "The login challenge is not valid; sign in again.",
-        )
-    })?;
-    match verify_proof(state, user, &method, proof, audit).await {
-        Ok(factor) => {
-            state
-                .store
-                .take_ticket(key, state.clock.now())
-                .await?
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_challenge",
-                        "The login challenge was already used.",
-                    )
-                })?;
-            Ok(factor)
-        }
-        Err(e) => {
-            fail_challenge(state, key, account_key).await?;
-            Err(e)
-        }
-    }
-}
-
-pub async fn resend(state: &AppState, challenge: &Challenge, user: &User) -> Result<(), ApiError> {
-    let method = state
-        .store
-        .get_two_factor(&user.id)
-        .await?
-        .filter(|m| {
-            challenge.method == Some(TwoFactorMethod::Sms) && m.method == TwoFactorMethod::Sms
-        })
-        .ok_or_else(|| {
-            ApiError::bad_request("no_sms_method", "This login does not use SMS codes.")
-        })?;
-    send_sms_code(state, user, method.phone.as_deref().unwrap_or("")).await
-}
-
-/// Enrolment inside a login (policy `required`): the same steps as the account API.
-pub async fn login_enrol_totp(
-    state: &AppState,
-    challenge: &Challenge,
-    user: &User,
-) -> Result<Value, ApiError> {
-    if challenge.method.is_some() {
-        return Err(ApiError::bad_request(
-            "invalid_challenge",
-            "This login does not need an enrolment.",
-        ));
-    }
-    start_totp(state, user).await
-}
-
-pub async fn login_enrol_sms(
-    state: &AppState,
-    challenge: &Challenge,
-    user: &User,
-    phone: &str,
-) -> Result<(), ApiError> {
-    if challenge.method.is_some() {
-        return Err(ApiError::bad_request(
-            "invalid_challenge",
-            "This login does not need an enrolment.",
-        ));
-    }
-    start_sms(state, user, phone).await
-}
-
-/// Completes an enrolment inside a login; returns the backup codes and the factor used.
-pub async fn login_enrol_verify(
-    state: &AppState,
-    challenge: &Challenge,
-    user: &User,
-    code: &str,
-    audit: Audit,
-) -> Result<(Vec<String>, SecondFactor), ApiError> {
-    if challenge.method.is_some() {
-        return Err(ApiError::bad_request(
-            "invalid_challenge",
-            "This login does not need an enrolment.",
-        ));
-    }
-    let pending: PendingEnrolment = match state
-        .store
-        .get_ticket(&enrol_key(&user.id), state.clock.now())
-        .await?
-    {
-        Some(t) => read_ticket(&t)?,
-        None => {
-            return Err(ApiError::bad_request(
-                "no_pending_enrolment",
-                "Start the enrolment first.",
-            ))
-        }
-    };
-    match pending.method {
-        TwoFactorMethod::Totp => Ok((
-            verify_totp_enrolment(state, user, code, audit).await?,
-            SecondFactor::Totp,
-        )),
-        TwoFactorMethod::Sms => Ok((
-            verify_sms_enrolment(state, user, code, audit).await?,
-            SecondFactor::Sms,
-        )),
-    }
 }
 
 #[cfg(test)]
