@@ -136,12 +136,13 @@ pub struct OhaResult {
 }
 
 /// oha at a fixed rate, latencies corrected for coordinated omission (measured from when each
-/// request was due, not from when a busy connection got round to sending it).
-pub async fn oha_fixed_rate(
+/// request was due, not from when a busy connection got round to sending it); or, with no
+/// rate, as fast as it can (closed loop).
+pub async fn oha_run(
     oha: &Path,
     url: &str,
     header: &str,
-    rate: f64,
+    rate: Option<f64>,
     connections: u32,
     secs: u32,
 ) -> Result<OhaResult, String> {
@@ -152,13 +153,13 @@ pub async fn oha_fixed_rate(
         .arg("-z")
         .arg(format!("{secs}s"))
         .arg("-c")
-        .arg(connections.to_string())
-        .arg("-q")
-        .arg(format!("{rate:.0}"))
-        .arg("--latency-correction")
-        .arg("-H")
-        .arg(header)
-        .arg(url);
+        .arg(connections.to_string());
+    if let Some(rate) = rate {
+        cmd.arg("-q")
+            .arg(format!("{rate:.0}"))
+            .arg("--latency-correction");
+    }
+    cmd.arg("-H").arg(header).arg(url);
     let out = run_bounded(cmd, secs).await?;
     let start = out
         .find('{')
