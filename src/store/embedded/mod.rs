@@ -155,6 +155,57 @@ fn update_org(
     Ok(updated)
 }
 
+/// Stores a credential record under its secret's hash, with its public id pointing at it, in
+/// one transaction (sessions and service tokens). `Conflict` if the id or the hash exists.
+fn insert_indexed(
+    db: &Database,
+    records: TableDefinition<&str, &[u8]>,
+    ids: TableDefinition<&str, &str>,
+    hash: &str,
+    id: &str,
+    bytes: &[u8],
+) -> StoreResult<()> {
+    let txn = db.begin_write().map_err(db_err)?;
+    {
+        let mut ids = txn.open_table(ids).map_err(db_err)?;
+        let mut records = txn.open_table(records).map_err(db_err)?;
+        if ids.get(id).map_err(db_err)?.is_some() || records.get(hash).map_err(db_err)?.is_some() {
+            return Err(StoreError::Conflict("record exists"));
+        }
+        ids.insert(id, hash).map_err(db_err)?;
+        records.insert(hash, bytes).map_err(db_err)?;
+    }
+    txn.commit().map_err(db_err)
+}
+
+/// Names the conflict for the caller's kind of record.
+fn conflict_as(e: StoreError, what: &'static str) -> StoreError {
+    match e {
+        StoreError::Conflict(_) => StoreError::Conflict(what),
+        other => other,
+    }
+}
+
+/// Reads a credential record by its public id (id -> hash -> record).
+fn get_indexed<T: serde::de::DeserializeOwned>(
+    db: &Database,
+    records: TableDefinition<&str, &[u8]>,
+    ids: TableDefinition<&str, &str>,
+    id: &str,
+) -> StoreResult<Option<T>> {
+    let txn = db.begin_read().map_err(db_err)?;
+    let ids = txn.open_table(ids).map_err(db_err)?;
+    let Some(hash) = ids.get(id).map_err(db_err)? else {
+        return Ok(None);
+    };
+    let hash = hash.value().to_string();
+    let records = txn.open_table(records).map_err(db_err)?;
+    match records.get(hash.as_str()).map_err(db_err)? {
+        Some(v) => Ok(Some(decode(&hash, v.value())?)),
+        None => Ok(None),
+    }
+}
+
 fn get_json<T: serde::de::DeserializeOwned>(
     db: &Database,
     table: TableDefinition<&str, &[u8]>,
@@ -339,25 +390,15 @@ impl SessionStore for EmbeddedStore {
         let session = session.clone();
         self.run("create_session", move |db| {
             let bytes = encode(&session)?;
-            let txn = db.begin_write().map_err(db_err)?;
-            {
-                let mut ids = txn.open_table(SESSION_IDS).map_err(db_err)?;
-                let mut sessions = txn.open_table(SESSIONS).map_err(db_err)?;
-                if ids.get(session.id.as_str()).map_err(db_err)?.is_some()
-                    || sessions
-                        .get(session.token_hash.as_str())
-                        .map_err(db_err)?
-                        .is_some()
-                {
-                    return Err(StoreError::Conflict("session exists"));
-                }
-                ids.insert(session.id.as_str(), session.token_hash.as_str())
-                    .map_err(db_err)?;
-                sessions
-                    .insert(session.token_hash.as_str(), bytes.as_slice())
-                    .map_err(db_err)?;
-            }
-            txn.commit().map_err(db_err)
+            insert_indexed(
+                db,
+                SESSIONS,
+                SESSION_IDS,
+                &session.token_hash,
+                &session.id,
+                &bytes,
+            )
+            .map_err(|e| conflict_as(e, "session exists"))
         })
         .await
     }
@@ -373,17 +414,7 @@ impl SessionStore for EmbeddedStore {
     async fn get_session(&self, id: &str) -> StoreResult<Option<Session>> {
         let id = id.to_string();
         self.run("get_session", move |db| {
-            let txn = db.begin_read().map_err(db_err)?;
-            let ids = txn.open_table(SESSION_IDS).map_err(db_err)?;
-            let Some(hash) = ids.get(id.as_str()).map_err(db_err)? else {
-                return Ok(None);
-            };
-            let hash = hash.value().to_string();
-            let sessions = txn.open_table(SESSIONS).map_err(db_err)?;
-            match sessions.get(hash.as_str()).map_err(db_err)? {
-                Some(v) => Ok(Some(decode(&hash, v.value())?)),
-                None => Ok(None),
-            }
+            get_indexed(db, SESSIONS, SESSION_IDS, &id)
         })
         .await
     }
@@ -511,25 +542,8 @@ impl TokenStore for EmbeddedStore {
         let token = token.clone();
         self.run("create_token", move |db| {
             let bytes = encode(&token)?;
-            let txn = db.begin_write().map_err(db_err)?;
-            {
-                let mut ids = txn.open_table(TOKEN_IDS).map_err(db_err)?;
-                let mut tokens = txn.open_table(TOKENS).map_err(db_err)?;
-                if ids.get(token.id.as_str()).map_err(db_err)?.is_some()
-                    || tokens
-                        .get(token.token_hash.as_str())
-                        .map_err(db_err)?
-                        .is_some()
-                {
-                    return Err(StoreError::Conflict("token exists"));
-                }
-                ids.insert(token.id.as_str(), token.token_hash.as_str())
-                    .map_err(db_err)?;
-                tokens
-                    .insert(token.token_hash.as_str(), bytes.as_slice())
-                    .map_err(db_err)?;
-            }
-            txn.commit().map_err(db_err)
+            insert_indexed(db, TOKENS, TOKEN_IDS, &token.token_hash, &token.id, &bytes)
+                .map_err(|e| conflict_as(e, "token exists"))
         })
         .await
     }
@@ -543,17 +557,7 @@ impl TokenStore for EmbeddedStore {
     async fn get_token(&self, id: &str) -> StoreResult<Option<ServiceToken>> {
         let id = id.to_string();
         self.run("get_token", move |db| {
-            let txn = db.begin_read().map_err(db_err)?;
-            let ids = txn.open_table(TOKEN_IDS).map_err(db_err)?;
-            let Some(hash) = ids.get(id.as_str()).map_err(db_err)? else {
-                return Ok(None);
-            };
-            let hash = hash.value().to_string();
-            let tokens = txn.open_table(TOKENS).map_err(db_err)?;
-            match tokens.get(hash.as_str()).map_err(db_err)? {
-                Some(v) => Ok(Some(decode(&hash, v.value())?)),
-                None => Ok(None),
-            }
+            get_indexed(db, TOKENS, TOKEN_IDS, &id)
         })
         .await
     }
