@@ -9,7 +9,7 @@ use std::path::Path;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -44,7 +44,11 @@ pub struct Claims {
 
 pub struct JwtSigner {
     kid: String,
-    encoding: EncodingKey,
+    /// Held parsed: `jsonwebtoken::encode` would re-derive the key pair from PKCS#8 on every
+    /// signature (~85 µs, half the CPU of a request that misses the cache).
+    pair: Ed25519KeyPair,
+    /// `{"typ":"JWT","alg":"EdDSA","kid":...}`, base64url, the same for every token.
+    header_b64: String,
     decoding: DecodingKey,
     public_key: Vec<u8>,
     issuer: String,
@@ -86,9 +90,13 @@ impl JwtSigner {
             .map_err(|e| key_err(Path::new("<pkcs8>"), e))?;
         let public_key = pair.public_key().as_ref().to_vec();
         let kid = hex::encode(&Sha256::digest(&public_key)[..8]);
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(kid.clone());
+        let header_json = serde_json::to_vec(&header).map_err(|e| JwtError::Sign(e.to_string()))?;
         Ok(Self {
             kid,
-            encoding: EncodingKey::from_ed_der(der),
+            pair,
+            header_b64: URL_SAFE_NO_PAD.encode(header_json),
             decoding: DecodingKey::from_ed_der(&public_key),
             public_key,
             issuer: issuer.to_string(),
@@ -137,10 +145,14 @@ impl JwtSigner {
             iat: now,
             exp,
         };
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(self.kid.clone());
-        let token = jsonwebtoken::encode(&header, &claims, &self.encoding)
-            .map_err(|e| JwtError::Sign(e.to_string()))?;
+        // RFC 7515 compact form: header.payload.signature, each base64url without padding.
+        let payload = serde_json::to_vec(&claims).map_err(|e| JwtError::Sign(e.to_string()))?;
+        let signing_input = format!("{}.{}", self.header_b64, URL_SAFE_NO_PAD.encode(payload));
+        let signature = self.pair.sign(signing_input.as_bytes());
+        let token = format!(
+            "{signing_input}.{}",
+            URL_SAFE_NO_PAD.encode(signature.as_ref())
+        );
         Ok((token, exp))
     }
 
