@@ -135,24 +135,59 @@ fn update_org(
     org_id: &str,
     change: impl FnOnce(&mut Organization),
 ) -> StoreResult<Option<Organization>> {
+    modify_record(db, ORGS, org_id, |org: &mut Organization| {
+        change(org);
+        true
+    })
+}
+
+/// Changes one JSON record in a single write transaction. `change` says whether it changed
+/// anything (only then is the record written); the record as it is afterwards is returned,
+/// `None` if there is none.
+fn modify_record<T: Serialize + serde::de::DeserializeOwned>(
+    db: &Database,
+    table: TableDefinition<&str, &[u8]>,
+    key: &str,
+    change: impl FnOnce(&mut T) -> bool,
+) -> StoreResult<Option<T>> {
     let txn = db.begin_write().map_err(db_err)?;
-    let updated = {
-        let mut t = txn.open_table(ORGS).map_err(db_err)?;
-        let current: Option<Organization> = match t.get(org_id).map_err(db_err)? {
-            Some(v) => Some(decode(org_id, v.value())?),
+    let record = {
+        let mut t = txn.open_table(table).map_err(db_err)?;
+        let current: Option<T> = match t.get(key).map_err(db_err)? {
+            Some(v) => Some(decode(key, v.value())?),
             None => None,
         };
         match current {
-            Some(mut org) => {
-                change(&mut org);
-                t.insert(org_id, encode(&org)?.as_slice()).map_err(db_err)?;
-                Some(org)
+            Some(mut record) => {
+                if change(&mut record) {
+                    t.insert(key, encode(&record)?.as_slice()).map_err(db_err)?;
+                }
+                Some(record)
             }
             None => None,
         }
     };
     txn.commit().map_err(db_err)?;
-    Ok(updated)
+    Ok(record)
+}
+
+/// Every record of `table` that `keep` selects (a full scan: for listings, not request paths).
+fn scan<T: serde::de::DeserializeOwned>(
+    db: &Database,
+    table: TableDefinition<&str, &[u8]>,
+    keep: impl Fn(&T) -> bool,
+) -> StoreResult<Vec<T>> {
+    let txn = db.begin_read().map_err(db_err)?;
+    let t = txn.open_table(table).map_err(db_err)?;
+    let mut out = Vec::new();
+    for item in t.iter().map_err(db_err)? {
+        let (k, v) = item.map_err(db_err)?;
+        let record: T = decode(k.value(), v.value())?;
+        if keep(&record) {
+            out.push(record);
+        }
+    }
+    Ok(out)
 }
 
 /// Stores a credential record under its secret's hash, with its public id pointing at it, in
@@ -458,25 +493,15 @@ impl SessionStore for EmbeddedStore {
         let token_hash = token_hash.to_string();
         let ip = ip.to_string();
         self.run("touch_session", move |db| {
-            let txn = db.begin_write().map_err(db_err)?;
-            {
-                let mut sessions = txn.open_table(SESSIONS).map_err(db_err)?;
-                let current: Option<Session> =
-                    match sessions.get(token_hash.as_str()).map_err(db_err)? {
-                        Some(v) => Some(decode(&token_hash, v.value())?),
-                        None => None,
-                    };
-                if let Some(mut s) = current {
-                    if s.ended_reason.is_none() && now > s.last_activity_at {
-                        s.last_activity_at = now;
-                        s.ip = ip;
-                        sessions
-                            .insert(token_hash.as_str(), encode(&s)?.as_slice())
-                            .map_err(db_err)?;
-                    }
+            modify_record(db, SESSIONS, &token_hash, |s: &mut Session| {
+                let moves = s.ended_reason.is_none() && now > s.last_activity_at;
+                if moves {
+                    s.last_activity_at = now;
+                    s.ip = ip;
                 }
-            }
-            txn.commit().map_err(db_err)
+                moves
+            })
+            .map(|_| ())
         })
         .await
     }
@@ -484,17 +509,7 @@ impl SessionStore for EmbeddedStore {
     async fn list_org_sessions(&self, org_id: &str) -> StoreResult<Vec<Session>> {
         let org_id = org_id.to_string();
         self.run("list_org_sessions", move |db| {
-            let txn = db.begin_read().map_err(db_err)?;
-            let sessions = txn.open_table(SESSIONS).map_err(db_err)?;
-            let mut out = Vec::new();
-            for item in sessions.iter().map_err(db_err)? {
-                let (k, v) = item.map_err(db_err)?;
-                let s: Session = decode(k.value(), v.value())?;
-                if s.org_id == org_id {
-                    out.push(s);
-                }
-            }
-            Ok(out)
+            scan(db, SESSIONS, |s: &Session| s.org_id == org_id)
         })
         .await
     }
@@ -565,17 +580,7 @@ impl TokenStore for EmbeddedStore {
     async fn list_user_tokens(&self, user_id: &str) -> StoreResult<Vec<ServiceToken>> {
         let user_id = user_id.to_string();
         self.run("list_user_tokens", move |db| {
-            let txn = db.begin_read().map_err(db_err)?;
-            let tokens = txn.open_table(TOKENS).map_err(db_err)?;
-            let mut out = Vec::new();
-            for item in tokens.iter().map_err(db_err)? {
-                let (k, v) = item.map_err(db_err)?;
-                let t: ServiceToken = decode(k.value(), v.value())?;
-                if t.user_id == user_id {
-                    out.push(t);
-                }
-            }
-            Ok(out)
+            scan(db, TOKENS, |t: &ServiceToken| t.user_id == user_id)
         })
         .await
     }
@@ -607,25 +612,15 @@ impl TokenStore for EmbeddedStore {
         let token_hash = token_hash.to_string();
         let ip = ip.to_string();
         self.run("touch_token", move |db| {
-            let txn = db.begin_write().map_err(db_err)?;
-            {
-                let mut tokens = txn.open_table(TOKENS).map_err(db_err)?;
-                let current: Option<ServiceToken> =
-                    match tokens.get(token_hash.as_str()).map_err(db_err)? {
-                        Some(v) => Some(decode(&token_hash, v.value())?),
-                        None => None,
-                    };
-                if let Some(mut t) = current {
-                    if t.last_used_at.is_none_or(|last| now > last) {
-                        t.last_used_at = Some(now);
-                        t.last_used_ip = Some(ip);
-                        tokens
-                            .insert(token_hash.as_str(), encode(&t)?.as_slice())
-                            .map_err(db_err)?;
-                    }
+            modify_record(db, TOKENS, &token_hash, |t: &mut ServiceToken| {
+                let moves = t.last_used_at.is_none_or(|last| now > last);
+                if moves {
+                    t.last_used_at = Some(now);
+                    t.last_used_ip = Some(ip);
                 }
-            }
-            txn.commit().map_err(db_err)
+                moves
+            })
+            .map(|_| ())
         })
         .await
     }
