@@ -385,17 +385,7 @@ impl DirectoryStore for EmbeddedStore {
         let org_id = org_id.to_string();
         // A scan: one node, few users, and an admin page, not a request path.
         self.run("list_org_members", move |db| {
-            let txn = db.begin_read().map_err(db_err)?;
-            let users = txn.open_table(USERS).map_err(db_err)?;
-            let mut out = Vec::new();
-            for item in users.iter().map_err(db_err)? {
-                let (k, v) = item.map_err(db_err)?;
-                let u: User = decode(k.value(), v.value())?;
-                if u.membership(&org_id).is_some() {
-                    out.push(u);
-                }
-            }
-            Ok(out)
+            scan(db, USERS, |u: &User| u.membership(&org_id).is_some())
         })
         .await
     }
