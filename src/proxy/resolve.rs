@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::auth::identity::Identity;
 use crate::auth::{session, token};
 use crate::clock::UnixTime;
 use crate::metrics::Metrics;
@@ -17,20 +18,48 @@ pub struct Resolver {
 }
 
 impl Resolver {
+    /// A cache hit, counted as a hit or a miss.
+    fn cached(&self, key: &str, now: UnixTime) -> Option<Hit> {
+        let hit = self.cache.get(key, now);
+        let result = if hit.is_some() { "hit" } else { "miss" };
+        self.metrics
+            .cache_lookups
+            .with_label_values(&[result])
+            .inc();
+        hit
+    }
+
+    /// Caches a credential just verified against the store (unless an invalidation happened
+    /// since `generation`, see `AuthCache::insert`).
+    fn remember(
+        &self,
+        key: &str,
+        identity: Identity,
+        valid_until: UnixTime,
+        token_rules: Option<token::UseRules>,
+        now: UnixTime,
+        generation: u64,
+    ) -> Arc<CachedAuth> {
+        let auth = Arc::new(CachedAuth {
+            headers: IdentityHeaders::of(&identity),
+            identity,
+            valid_until,
+            token_rules,
+        });
+        self.cache
+            .insert(key.to_string(), auth.clone(), now, generation);
+        auth
+    }
+
     /// `Ok(None)`: the session is unknown, ended or expired.
     pub async fn session(
         &self,
         token_hash: &str,
         now: UnixTime,
     ) -> Result<Option<Hit>, StoreError> {
-        if let Some(hit) = self.cache.get(token_hash, now) {
-            self.metrics.cache_lookups.with_label_values(&["hit"]).inc();
+        if let Some(hit) = self.cached(token_hash, now) {
             return Ok(Some(hit));
         }
-        self.metrics
-            .cache_lookups
-            .with_label_values(&["miss"])
-            .inc();
         let generation = self.cache.generation();
         let Some(stored) = self.store.session_by_token(token_hash).await? else {
             return Ok(None);
@@ -54,14 +83,7 @@ impl Resolver {
         else {
             return Ok(None);
         };
-        let auth = Arc::new(CachedAuth {
-            headers: IdentityHeaders::of(&identity),
-            identity,
-            valid_until,
-            token_rules: None,
-        });
-        self.cache
-            .insert(token_hash.to_string(), auth.clone(), now, generation);
+        let auth = self.remember(token_hash, identity, valid_until, None, now, generation);
         Ok(Some(Hit {
             auth,
             jwt: None,
@@ -72,14 +94,9 @@ impl Resolver {
 
     /// `Ok(None)`: no such token, or its owner may no longer use it.
     pub async fn token(&self, token_hash: &str, now: UnixTime) -> Result<Option<Hit>, StoreError> {
-        if let Some(hit) = self.cache.get(token_hash, now) {
-            self.metrics.cache_lookups.with_label_values(&["hit"]).inc();
+        if let Some(hit) = self.cached(token_hash, now) {
             return Ok(Some(hit));
         }
-        self.metrics
-            .cache_lookups
-            .with_label_values(&["miss"])
-            .inc();
         let generation = self.cache.generation();
         let Some(stored) = self.store.token_by_hash(token_hash).await? else {
             return Ok(None);
@@ -88,15 +105,9 @@ impl Resolver {
         let Some(identity) = token::verify(&stored, user.as_ref()) else {
             return Ok(None);
         };
-        let auth = Arc::new(CachedAuth {
-            headers: IdentityHeaders::of(&identity),
-            identity,
-            // Tokens do not expire; deletion and membership changes arrive as invalidations.
-            valid_until: UnixTime::MAX,
-            token_rules: Some(token::UseRules::of(&stored)),
-        });
-        self.cache
-            .insert(token_hash.to_string(), auth.clone(), now, generation);
+        // Tokens do not expire; deletion and membership changes arrive as invalidations.
+        let rules = Some(token::UseRules::of(&stored));
+        let auth = self.remember(token_hash, identity, UnixTime::MAX, rules, now, generation);
         Ok(Some(Hit {
             auth,
             jwt: None,
