@@ -80,12 +80,36 @@ pub async fn open_challenge(
     }
 }
 
+const NOT_VALID: &str = "The login challenge is not valid; sign in again.";
+const EXPIRED: &str = "The login challenge has expired; sign in again.";
+const USED: &str = "The login challenge was already used.";
+const NO_ENROLMENT: &str = "This login does not need an enrolment.";
+
+fn invalid_challenge(message: &'static str) -> ApiError {
+    ApiError::bad_request("invalid_challenge", message)
+}
+
+/// Enrolment inside a login is only for a login that has no second factor yet.
+fn require_enrolment(challenge: &Challenge) -> Result<(), ApiError> {
+    match challenge.method {
+        Some(_) => Err(invalid_challenge(NO_ENROLMENT)),
+        None => Ok(()),
+    }
+}
+
+/// Takes the challenge: whoever does so completes this login, and nobody else can.
+async fn use_up_challenge(state: &AppState, key: &str) -> Result<(), ApiError> {
+    state
+        .store
+        .take_ticket(key, state.clock.now())
+        .await?
+        .map(|_| ())
+        .ok_or_else(|| invalid_challenge(USED))
+}
+
 fn challenge_hash(secret: &str) -> Result<String, ApiError> {
     if !crate::auth::secret::is_well_formed_session_secret(secret) {
-        return Err(ApiError::bad_request(
-            "invalid_challenge",
-            "The login challenge is not valid; sign in again.",
-        ));
+        return Err(invalid_challenge(NOT_VALID));
     }
     Ok(crate::auth::secret::hash_secret(secret))
 }
@@ -101,23 +125,13 @@ pub async fn read_challenge(
         .store
         .get_ticket(&key, state.clock.now())
         .await?
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_challenge",
-                "The login challenge has expired; sign in again.",
-            )
-        })?;
+        .ok_or_else(|| invalid_challenge(EXPIRED))?;
     let challenge: Challenge = read_ticket(&ticket)?;
     let user = state
         .store
         .get_user(&challenge.user_id)
         .await?
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_challenge",
-                "The login challenge is not valid; sign in again.",
-            )
-        })?;
+        .ok_or_else(|| invalid_challenge(NOT_VALID))?;
     Ok((key, challenge, user))
 }
 
@@ -151,24 +165,10 @@ pub async fn answer_challenge(
         Some(_) => state.store.get_two_factor(&user.id).await?,
         None => None,
     }
-    .ok_or_else(|| {
-        ApiError::bad_request(
-            "invalid_challenge",
-            "The login challenge is not valid; sign in again.",
-        )
-    })?;
+    .ok_or_else(|| invalid_challenge(NOT_VALID))?;
     match verify_proof(state, user, &method, proof, audit).await {
         Ok(factor) => {
-            state
-                .store
-                .take_ticket(key, state.clock.now())
-                .await?
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_challenge",
-                        "The login challenge was already used.",
-                    )
-                })?;
+            use_up_challenge(state, key).await?;
             Ok(factor)
         }
         Err(e) => {
@@ -202,12 +202,7 @@ pub async fn login_enrol_totp(
     challenge: &Challenge,
     user: &User,
 ) -> Result<Value, ApiError> {
-    if challenge.method.is_some() {
-        return Err(ApiError::bad_request(
-            "invalid_challenge",
-            "This login does not need an enrolment.",
-        ));
-    }
+    require_enrolment(challenge)?;
     start_totp(state, user).await
 }
 
@@ -217,12 +212,7 @@ pub async fn login_enrol_sms(
     user: &User,
     phone: &str,
 ) -> Result<(), ApiError> {
-    if challenge.method.is_some() {
-        return Err(ApiError::bad_request(
-            "invalid_challenge",
-            "This login does not need an enrolment.",
-        ));
-    }
+    require_enrolment(challenge)?;
     start_sms(state, user, phone).await
 }
 
@@ -234,12 +224,7 @@ pub async fn login_enrol_verify(
     code: &str,
     audit: Audit,
 ) -> Result<(Vec<String>, SecondFactor), ApiError> {
-    if challenge.method.is_some() {
-        return Err(ApiError::bad_request(
-            "invalid_challenge",
-            "This login does not need an enrolment.",
-        ));
-    }
+    require_enrolment(challenge)?;
     let pending: PendingEnrolment = match state
         .store
         .get_ticket(&enrol_key(&user.id), state.clock.now())
@@ -298,12 +283,11 @@ pub struct VerifyBody {
 }
 
 async fn org_of(state: &AppState, org_id: &str) -> Result<Organization, ApiError> {
-    state.store.get_org(org_id).await?.ok_or_else(|| {
-        ApiError::bad_request(
-            "invalid_challenge",
-            "The login challenge is not valid; sign in again.",
-        )
-    })
+    state
+        .store
+        .get_org(org_id)
+        .await?
+        .ok_or_else(|| invalid_challenge(NOT_VALID))
 }
 
 fn count_login(state: &AppState, result: &str) {
@@ -382,14 +366,7 @@ pub async fn enrol_verify(
             return Err(e);
         }
     };
-    // The challenge is used up by this login.
-    state
-        .store
-        .take_ticket(&key, state.clock.now())
-        .await?
-        .ok_or_else(|| {
-            ApiError::bad_request("invalid_challenge", "The login challenge was already used.")
-        })?;
+    use_up_challenge(&state, &key).await?;
     let org = org_of(&state, &challenge.org_id).await?;
     let done = issue_session(&state, &headers, &user, &org, Some(factor)).await?;
     count_login(&state, "success");
