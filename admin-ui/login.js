@@ -12,7 +12,11 @@ const MESSAGES = {
   invalid_phone: "Enter your number in international form, e.g. +41791234567.",
   sms_delivery_failed: "The SMS could not be sent. Please try again later.",
   second_step_needs_javascript: "Please enable JavaScript to finish signing in.",
-  oauth_not_linked: "That account is not linked to any Xelon HQ user.",
+  oauth_not_linked: "That account is not connected to any Xelon HQ user. Sign in with your email and password, then connect it under My Account → Quick Login.",
+  oauth_denied: "The sign-in was cancelled at the provider.",
+  oauth_failed: "The provider could not confirm your account. Please try again.",
+  oauth_state_invalid: "The sign-in took too long or was started in another window. Please try again.",
+  identity_in_use: "That account is already connected to another Xelon HQ user.",
   unavailable: "The service is temporarily unavailable. Please retry shortly.",
 };
 
@@ -55,9 +59,14 @@ async function call(path, body) {
   return { ok: resp.ok, status: resp.status, data, retryAfter: resp.headers.get("Retry-After") };
 }
 
+function waitText(seconds) {
+  const s = Number(seconds);
+  return s < 90 ? `${Math.ceil(s)} seconds` : `${Math.ceil(s / 60)} minutes`;
+}
+
 function explain(result) {
   if (result.status === 429 && result.retryAfter) {
-    return `Too many attempts. Try again in ${result.retryAfter} seconds.`;
+    return `Too many failed attempts. Try again in ${waitText(result.retryAfter)}.`;
   }
   return MESSAGES[result.data.error] || result.data.message || MESSAGES.unavailable;
 }
@@ -95,6 +104,26 @@ function afterPassword(result) {
   }
 }
 
+const PROVIDER_NAMES = { google: "Google", github: "GitHub" };
+
+// "Sign in with Google" / "Sign in with GitHub" for the configured providers: plain links, so
+// the provider round trip is an ordinary navigation that comes back to `next`.
+async function showProviders() {
+  let providers = [];
+  try {
+    const resp = await fetch("/auth/oauth/providers", { headers: { Accept: "application/json" } });
+    if (resp.ok) providers = (await resp.json()).providers || [];
+  } catch (_) { /* no Quick Login: no buttons */ }
+  const links = providers.filter((p) => PROVIDER_NAMES[p]).map((p) => {
+    const link = document.createElement("a");
+    link.href = `/auth/oauth/${p}/start?next=${encodeURIComponent(next)}`;
+    link.textContent = `Sign in with ${PROVIDER_NAMES[p]}`;
+    return link;
+  });
+  $("oauth").replaceChildren(...links);
+  $("oauth").hidden = links.length === 0;
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   const params = new URLSearchParams(window.location.search);
   next = safeNext(params.get("next"));
@@ -103,6 +132,7 @@ document.addEventListener("DOMContentLoaded", () => {
   if (error) {
     showError(MESSAGES[error] || MESSAGES.invalid_request);
   }
+  showProviders();
 
   $("login-form").addEventListener("submit", async (event) => {
     event.preventDefault();

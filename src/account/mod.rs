@@ -84,6 +84,8 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/logout", post(login::logout))
         .route("/auth/.well-known/jwks.json", get(api::jwks))
         .route("/auth/ui/{name}", get(ui::asset))
+        .route("/auth/account", get(ui::account_page))
+        .route("/auth/org", get(ui::org_page))
         .route("/auth/api/v1/me", get(api::me).patch(profile::update))
         .route("/auth/api/v1/me/password", post(password::change))
         .route(
