@@ -2,7 +2,7 @@
 // authentication & Security, Quick Login and the Service Tokens card — all over the JSON API.
 import {
   $, el, api, explain, say, busy, when, start, renderAvatar, openDialog, confirmAction, copy,
-  download, MESSAGES,
+  download, displayName, MESSAGES,
 } from "/auth/ui/common.js";
 
 const PROFILE_FIELDS = ["first_name", "last_name", "email", "job_title", "mobile_phone", "business_phone", "timezone"];
@@ -86,7 +86,7 @@ function showProfile() {
   for (const field of PROFILE_FIELDS) {
     $(`view-${field}`).textContent = me[field] || "—";
   }
-  $("avatar-name").textContent = [me.first_name, me.last_name].filter(Boolean).join(" ") || me.email;
+  $("avatar-name").textContent = displayName(me);
 }
 
 function fieldError(field, text) {

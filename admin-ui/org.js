@@ -60,7 +60,13 @@ function setUpTabs() {
 
 // --- settings: Session Duration and the two-factor policy ----------------------------------
 
+/** The settings controls stay disabled until the organization's values are in them. */
+function settingsReady(ready) {
+  for (const id of ["session-duration", "duration-save", "policy-save"]) $(id).disabled = !ready;
+}
+
 async function loadSettings() {
+  settingsReady(false);
   const result = await api("GET", orgPath("/settings"));
   if (!result.ok) {
     say($("duration-status"), `The settings could not be loaded: ${explain(result)}`, "error");
@@ -71,6 +77,7 @@ async function loadSettings() {
   for (const radio of document.querySelectorAll("input[name=policy]")) {
     radio.checked = radio.value === result.data.two_factor;
   }
+  settingsReady(true);
 }
 
 async function saveSettings(button, body, status, done) {
