@@ -500,12 +500,13 @@ async function loadTokens() {
   $("tokens-body").replaceChildren(...tokens.map((t) => {
     const del = el("button", { type: "button", className: "small danger", "aria-label": `Delete Service ${t.name}` }, "Delete Service");
     del.addEventListener("click", () => deleteToken(t, del));
+    // The card is narrow: the action sits under the name rather than in a column of its own.
     return el("tr", { "data-token-id": t.id },
-      el("td", {}, t.name),
+      el("td", {}, el("div", { className: "token-name" }, t.name), del),
       el("td", {}, t.organization_name || t.organization_id),
       el("td", {}, t.ip || "Any"),
-      el("td", {}, t.last_used_at ? `${when(t.last_used_at)}${t.last_used_ip ? ` from ${t.last_used_ip}` : ""}` : "Never"),
-      el("td", {}, del));
+      el("td", {}, t.last_used_at ? when(t.last_used_at) : "Never",
+        t.last_used_ip ? el("div", { className: "muted" }, `from ${t.last_used_ip}`) : null));
   }));
 }
 

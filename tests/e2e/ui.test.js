@@ -315,7 +315,7 @@ test("service tokens: create in the New Service Token dialog, copy, use it, dele
   const stored = await page.evaluate(() => JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }) + location.href);
   assert.ok(!stored.includes(token));
   await page.getByRole("button", { name: "Done" }).click();
-  await page.getByRole("cell", { name: "CI/CD Pipeline", exact: true }).waitFor();
+  await page.locator("#tokens-body .token-name").filter({ hasText: "CI/CD Pipeline" }).waitFor();
   assert.equal(await page.getByRole("cell", { name: "Acme Robotics" }).count(), 1);
 
   // A script uses it (Authorization: Bearer) through the gateway.
