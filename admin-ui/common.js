@@ -177,9 +177,16 @@ export function adminOrgs(me) {
   return (me.organizations || []).filter((o) => o.role === "admin");
 }
 
+/** The signed-in pages, in the avatar menu and the sidebar. */
+const PAGES = [
+  { href: "/auth/account", label: "My Account" },
+  { href: "/auth/org", label: "Manage My Organization", adminOnly: true },
+];
+
 /**
- * Loads the signed-in person (`GET /auth/api/v1/me`), keeps the CSRF token, and draws the top
- * bar's avatar menu and the sidebar. Returns the person, or null after showing `failed`.
+ * Loads the signed-in person (`GET /auth/api/v1/me`), keeps the CSRF token, and draws what
+ * every signed-in page shares: the avatar menu (top right), the sidebar and the confirmation
+ * dialog. Returns the person, or null after showing `failed`.
  */
 export async function start(failed) {
   const result = await api("GET", "/auth/api/v1/me");
@@ -191,14 +198,33 @@ export async function start(failed) {
   }
   const me = result.data;
   csrfToken = me.csrf_token;
+  drawShell(adminOrgs(me).length > 0);
   $("avatar-name").textContent = displayName(me);
   renderAvatar($("avatar-slot"), me, false);
-  const isAdmin = adminOrgs(me).length > 0;
-  for (const node of document.querySelectorAll(".admin-only")) {
-    node.hidden = !isAdmin;
-  }
   setUpMenu();
   return me;
+}
+
+function drawShell(isAdmin) {
+  const pages = PAGES.filter((p) => isAdmin || !p.adminOnly);
+  const link = (p, props) => el("a", {
+    href: p.href, ...props, ...(p.href === window.location.pathname ? { "aria-current": "page" } : {}),
+  }, p.label);
+  const button = el("button", {
+    type: "button", id: "avatar-button", "aria-haspopup": "menu", "aria-expanded": "false", "aria-controls": "menu",
+  }, el("span", { id: "avatar-slot" }), el("span", { id: "avatar-name" }), el("span", { className: "visually-hidden" }, " (user menu)"));
+  const menu = el("ul", { id: "menu", role: "menu", "aria-label": "User menu", hidden: true },
+    ...pages.map((p) => el("li", { role: "none" }, link(p, { role: "menuitem" }))),
+    el("li", { role: "none" }, el("button", { type: "button", role: "menuitem", id: "sign-out" }, "Sign out")));
+  $("topbar").append(el("div", { className: "avatar-menu" }, button, menu));
+  $("sidebar").append(el("ul", {}, ...pages.map((p) => el("li", {}, link(p, {})))));
+  document.body.append(el("dialog", { id: "confirm-dialog", "aria-labelledby": "confirm-title", "aria-describedby": "confirm-message" },
+    el("form", { method: "dialog" },
+      el("h2", { id: "confirm-title" }),
+      el("p", { id: "confirm-message" }),
+      el("div", { className: "actions" },
+        el("button", { type: "submit", value: "ok", id: "confirm-ok", className: "danger" }),
+        el("button", { type: "submit", value: "cancel", id: "confirm-cancel", className: "secondary" }, "Cancel")))));
 }
 
 /** The avatar menu (top right): a menu button, arrow keys inside, Escape closes. */
