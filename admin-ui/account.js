@@ -532,6 +532,9 @@ async function deleteToken(token, button) {
 function setUpTokens() {
   const orgs = tokenOrgs();
   $("tokens-card").hidden = orgs.length === 0;
+  // Without the card the right sidebar is empty: the main column takes the width.
+  $("right-sidebar").hidden = orgs.length === 0;
+  $("page").classList.toggle("single", orgs.length === 0);
   if (!orgs.length) return;
   const dialog = $("token-dialog");
   const select = $("token-org");

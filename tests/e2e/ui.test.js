@@ -316,6 +316,7 @@ test("service tokens: create in the New Service Token dialog, copy, use it, dele
   assert.ok(!stored.includes(token));
   await page.getByRole("button", { name: "Done" }).click();
   await page.locator("#tokens-body .token-name").filter({ hasText: "CI/CD Pipeline" }).waitFor();
+  await shot(page, "13b-service-tokens-card");
   assert.equal(await page.getByRole("cell", { name: "Acme Robotics" }).count(), 1);
 
   // A script uses it (Authorization: Bearer) through the gateway.
