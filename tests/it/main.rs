@@ -16,6 +16,7 @@ mod sessions;
 mod sms;
 mod store_conformance;
 mod store_conformance_account;
+mod store_identities;
 mod store_two_factor;
 mod tokens;
 mod two_factor;

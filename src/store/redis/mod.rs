@@ -20,6 +20,8 @@
 //! | `xgw:org_members:{org_id}`    | set    | user ids with a membership in the organization |
 //! | `xgw:avatar:{user_id}`        | hash   | `content_type`, `etag`, `updated_at`, `data` (see `account.rs`) |
 //! | `xgw:audit:{org_id}`          | zset   | audit entries as `{id} {json}`, all score 0, ordered by id (`account.rs`) |
+//! | `xgw:identity:{provider}:{subject}` | string | linked identity JSON (`identity.rs`)     |
+//! | `xgw:user_identities:{user_id}` | hash | provider -> subject of the user's identities    |
 //!
 //! `xgw:org_members` is written by the same scripts that create and update users, so it never
 //! disagrees with the records (a user record is never re-encoded in Lua: the scripts only decode
@@ -61,7 +63,8 @@
 //! Files, by capability: `directory.rs` (organizations, users, memberships), `sessions.rs`,
 //! `tokens.rs` (service tokens), `rate_limit.rs` (failure counters), `invalidation.rs` (the
 //! pub/sub feed and its acks), `two_factor.rs` (2FA state and tickets), `account.rs` (avatars
-//! and the audit log). This file holds the connection, the shared helpers and the `Store` impl.
+//! and the audit log), `identity.rs` (linked sign-in identities). This file holds the
+//! connection, the shared helpers and the `Store` impl.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -75,6 +78,7 @@ use tokio::sync::OnceCell;
 
 mod account;
 mod directory;
+mod identity;
 mod invalidation;
 mod rate_limit;
 mod sessions;
