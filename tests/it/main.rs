@@ -6,6 +6,7 @@ mod bad_input;
 mod harness;
 mod login;
 mod members;
+mod oauth_fakes;
 mod openapi;
 mod password;
 mod profile;
