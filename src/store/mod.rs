@@ -15,9 +15,14 @@
 
 pub mod cache;
 pub mod embedded;
+pub mod identity;
 pub mod redis;
 pub mod two_factor;
 
+pub use identity::{
+    IdentityStore, LinkOutcome, LinkedIdentity, Provider, UnlinkOutcome, MAX_EMAIL_LEN,
+    MAX_SUBJECT_LEN,
+};
 pub use two_factor::{
     Ticket, TicketStore, TwoFactor, TwoFactorMethod, TwoFactorPolicy, TwoFactorStore,
 };
@@ -587,6 +592,7 @@ pub trait Store:
     + AuditStore
     + TwoFactorStore
     + TicketStore
+    + IdentityStore
     + Send
     + Sync
     + 'static

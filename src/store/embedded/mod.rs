@@ -4,9 +4,11 @@
 //! so calls run on tokio's blocking pool and never stall a proxy thread. Only one process can
 //! open the file: while the gateway runs, the admin CLI gets a clear `Locked` error.
 //!
-//! Avatars and the audit log live in `account.rs`.
+//! Avatars and the audit log live in `account.rs`, two-factor state in `two_factor.rs`, linked
+//! sign-in identities in `identity.rs`.
 
 mod account;
+mod identity;
 mod two_factor;
 
 use std::path::Path;
@@ -100,6 +102,8 @@ impl EmbeddedStore {
                 txn.open_table(table).map_err(db_err)?;
             }
             txn.open_table(two_factor::TOTP_STEPS).map_err(db_err)?;
+            txn.open_table(identity::IDENTITIES).map_err(db_err)?;
+            txn.open_table(identity::USER_IDENTITIES).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
         Ok(Self {
