@@ -165,6 +165,30 @@ class Gateway {
     return { ...result.data, password: body.password };
   }
 
+  /**
+   * The SMS messages to `phone` so far (`sms.provider = "log"` writes each to the gateway's log
+   * instead of sending it): their 6-digit codes, oldest first.
+   */
+  smsCodes(phone) {
+    // eslint-disable-next-line no-control-regex
+    const log = this.log.replace(/\x1b\[[0-9;]*m/g, "");
+    return log.split("\n")
+      .filter((line) => line.includes("SMS NOT SENT") && line.includes(phone))
+      .map((line) => (line.match(/\b(\d{6})\b/) || [])[1])
+      .filter(Boolean);
+  }
+
+  /** Waits for the SMS after the first `seen` to `phone`; its code. */
+  async nextSmsCode(phone, seen) {
+    const deadline = Date.now() + 10000;
+    for (;;) {
+      const codes = this.smsCodes(phone);
+      if (codes.length > seen) return codes[codes.length - 1];
+      if (Date.now() > deadline) throw new Error(`no SMS to ${phone} in the gateway log:\n${this.log.slice(-2000)}`);
+      await sleep(50);
+    }
+  }
+
   async setPolicy(twoFactor) {
     const r = await this.adminApi.call("PUT", `/auth/api/v1/orgs/${this.org.id}/settings`, { two_factor: twoFactor });
     if (r.status !== 200) throw new Error(`settings: ${r.status}`);

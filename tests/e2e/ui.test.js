@@ -277,6 +277,37 @@ test("two-factor: enrol the authenticator app (codes computed here), backup code
   await page.getByRole("button", { name: "Authenticator App" }).waitFor();
 });
 
+test("two-factor by SMS: enrol with the code sent to the phone, then log in with a resent code", async (t) => {
+  await gw.setPolicy("optional");
+  const page = await newPage(t);
+  const user = await gw.createUser({ first_name: "Margaret", last_name: "Hamilton" });
+  const phone = `+4179${String(Date.now()).slice(-7)}`;
+  await openAccount(page, user);
+  await page.getByRole("button", { name: "SMS", exact: true }).click();
+  await page.getByLabel("Phone number").fill(phone);
+  await page.getByRole("button", { name: "Send code" }).click();
+  const enrolCode = await gw.nextSmsCode(phone, 0);
+  await page.getByLabel("Enter the 6-digit code").fill(enrolCode);
+  await page.getByRole("button", { name: "Verify" }).click();
+  await page.getByRole("heading", { name: "Your backup codes" }).waitFor();
+  await page.getByRole("button", { name: "Done" }).click();
+  await page.locator("#tfa-summary").filter({ hasText: "SMS to" }).waitFor();
+
+  await page.getByRole("button", { name: /user menu/ }).click();
+  await page.getByRole("menuitem", { name: "Sign out" }).click();
+  await page.waitForURL(/\/auth\/login/);
+  await uiLogin(page, user.email, user.password);
+  await page.getByText("We sent a 6-digit code to your phone.").waitFor();
+  await gw.nextSmsCode(phone, 1); // sent with the password step
+  await page.getByRole("button", { name: "Resend code" }).click();
+  const resent = await gw.nextSmsCode(phone, 2);
+  await shot(page, "11b-login-sms-step");
+  await page.getByLabel("Authentication code").fill(resent);
+  await page.getByRole("button", { name: "Verify" }).click();
+  await page.waitForURL(/\/auth\/account$/);
+  await page.locator("#tfa-summary").filter({ hasText: "SMS to" }).waitFor();
+});
+
 test("service tokens: create in the New Service Token dialog, copy, use it, delete it", async (t) => {
   const page = await newPage(t);
   await openAccount(page, gw.admin);
