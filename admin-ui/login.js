@@ -137,10 +137,12 @@ document.addEventListener("DOMContentLoaded", () => {
   $("login-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     showError("");
+    $("sign-in").disabled = true;
     const result = await call("/auth/login", {
       email: $("email").value,
       password: $("password").value,
     });
+    $("sign-in").disabled = false;
     if (result.ok) {
       afterPassword(result);
     } else {

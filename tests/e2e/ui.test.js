@@ -270,6 +270,17 @@ test("two-factor: enrol the authenticator app (codes computed here), backup code
   await page.getByRole("button", { name: "Verify" }).click();
   await page.waitForURL(/\/auth\/account$/);
 
+  // Or with a backup code instead of the app.
+  await page.getByRole("button", { name: /user menu/ }).click();
+  await page.getByRole("menuitem", { name: "Sign out" }).click();
+  await page.waitForURL(/\/auth\/login/);
+  await uiLogin(page, user.email, user.password);
+  await page.getByRole("button", { name: "Use a backup code" }).click();
+  await page.getByLabel("Backup code").fill(codes[1]);
+  await page.getByRole("button", { name: "Verify" }).click();
+  await page.waitForURL(/\/auth\/account$/);
+  await page.locator("#tfa-remaining").filter({ hasText: "Backup codes remaining: 9" }).waitFor();
+
   // Disabling needs a code: a backup code does it.
   await page.getByLabel(/Code from your authenticator app or SMS, or a backup code/).fill(codes[0]);
   await page.getByRole("button", { name: "Disable two-factor authentication" }).click();
