@@ -726,6 +726,64 @@ mod tests {
     }
 
     #[test]
+    fn oauth_providers_are_on_only_when_their_section_is_present() {
+        let c = load("", &[]).unwrap();
+        assert!(c.oauth.google.is_none() && c.oauth.github.is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("gh-secret");
+        std::fs::write(&secret, "gh-s3cr3t\n").unwrap();
+        let c = load(
+            &format!(
+                "[server]\npublic_url = \"https://hq.example.com\"\n\
+                 [oauth.github]\nclient_id = \"Iv1.abc\"\nclient_secret_file = {:?}\n",
+                secret.to_str().unwrap()
+            ),
+            &[
+                ("XGW_OAUTH_GOOGLE_CLIENT_ID", "g-id"),
+                ("XGW_OAUTH_GOOGLE_CLIENT_SECRET", "g-s"),
+            ],
+        )
+        .unwrap();
+        let gh = c.oauth.github.as_ref().unwrap();
+        assert_eq!(gh.client_secret, "gh-s3cr3t");
+        assert_eq!(gh.api_url, "https://api.github.com");
+        let g = c.oauth.google.as_ref().unwrap();
+        assert_eq!(
+            (g.client_id.as_str(), g.issuer.as_str()),
+            ("g-id", "https://accounts.google.com")
+        );
+        assert!(!format!("{c:?}").contains("gh-s3cr3t"));
+    }
+
+    #[test]
+    fn oauth_mistakes_are_named() {
+        let err = load(
+            "[oauth.google]\nclient_id = \"x\"\nbogus = 1\n[oauth.myspace]\nclient_id = \"y\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("oauth.google.bogus: unknown key"), "{err}");
+        assert!(err.contains("[oauth.myspace]: unknown provider"), "{err}");
+        let err = load("[oauth.google]\nclient_id = \"x\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.public_url: required"), "{err}");
+        assert!(
+            err.contains("oauth.google.client_secret: required"),
+            "{err}"
+        );
+        let err = load(
+            "[server]\npublic_url = \"https://hq.example.com\"\n\
+             [oauth.google]\nclient_id = \"x\"\nclient_secret = \"s\"\nissuer = \"http://idp.example.com\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("oauth.google.issuer: plain http"), "{err}");
+    }
+
+    #[test]
     fn sms_is_off_by_default_and_each_provider_needs_its_keys() {
         let c = load("", &[]).unwrap();
         assert_eq!(c.sms.provider, SmsProvider::None);
