@@ -98,6 +98,7 @@ fn fixture() -> Fixture {
                 ended_at: None,
                 ended_reason: None,
                 second_factor: None,
+                federated: None,
             })
             .await
             .unwrap();

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+pub use crate::oauth::{GithubConfig, GoogleConfig, OAuthConfig};
 pub use crate::sms::{SmsConfig, SmsProvider};
 
 pub const DEFAULT_CONFIG_PATH: &str = "config/gateway.toml";
@@ -28,6 +29,8 @@ pub struct Config {
     pub sms: SmsConfig,
     pub audit: AuditConfig,
     pub secrets: SecretsConfig,
+    /// `[oauth.google]`, `[oauth.github]`: Quick Login providers; absent = not offered.
+    pub oauth: OAuthConfig,
 }
 
 /// Keys for secrets the gateway must store (TOTP seeds).
@@ -54,6 +57,9 @@ pub struct ServerConfig {
     pub grace_period_seconds: u64,
     /// Seconds in-flight requests get to finish during shutdown.
     pub graceful_shutdown_timeout_seconds: u64,
+    /// The external origin (`https://hq.example.com`); OAuth redirect URIs are built from it.
+    /// Required when a Quick Login provider is configured.
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -145,6 +151,7 @@ impl Default for ServerConfig {
             threads: 2,
             grace_period_seconds: 0,
             graceful_shutdown_timeout_seconds: 5,
+            public_url: None,
         }
     }
 }
@@ -203,6 +210,7 @@ impl Default for JwtConfig {
 
 /// Keys whose default is `None` and so do not appear in the serialized defaults.
 const OPTIONAL_KEYS: &[(&str, &str)] = &[
+    ("server", "public_url"),
     ("jwt", "private_key_file"),
     ("secrets", "key_file"),
     ("sms", "webhook_url"),
@@ -244,6 +252,7 @@ impl Config {
             Err(e) => return Err(ConfigError(vec![format!("{}: {e}", path.display())])),
         };
         let known = known_keys();
+        flatten_oauth(&mut table, &mut errors);
         apply_env(&mut table, env, &known, &mut errors);
         resolve_file_keys(&mut table, &known, &mut errors);
         check_unknown_keys(&table, &known, &mut errors);
@@ -344,6 +353,7 @@ impl Config {
             errors.push("jwt.issuer: must not be empty".into());
         }
         errors.extend(self.sms.problems());
+        errors.extend(self.oauth.problems(self.server.public_url.as_deref()));
         // Secure cookies mean a real deployment, where codes in the log would be a way in.
         if self.sms.provider == SmsProvider::Log && self.session.cookie_secure {
             errors.push(
@@ -407,6 +417,25 @@ fn known_keys() -> KnownKeys {
             }
         }
     }
+    // `[oauth.google]` and `[oauth.github]` are sections of their own (see `flatten_oauth`).
+    known.remove("oauth");
+    for (section, defaults) in [
+        (
+            "oauth.google",
+            toml::Value::try_from(GoogleConfig::default()),
+        ),
+        (
+            "oauth.github",
+            toml::Value::try_from(GithubConfig::default()),
+        ),
+    ] {
+        if let Ok(toml::Value::Table(keys)) = defaults {
+            known.insert(
+                section.to_string(),
+                keys.into_iter().map(|(k, v)| (k, Some(v))).collect(),
+            );
+        }
+    }
     for (section, key) in OPTIONAL_KEYS {
         known
             .entry(section.to_string())
@@ -414,6 +443,28 @@ fn known_keys() -> KnownKeys {
             .insert(key.to_string(), None);
     }
     known
+}
+
+/// The providers under `[oauth]` become sections `oauth.google` and `oauth.github`, so env
+/// overrides (`XGW_OAUTH_GOOGLE_CLIENT_ID`), `_file` keys and unknown-key checks work on them
+/// like on any other section. A section that is present turns its provider on.
+fn flatten_oauth(table: &mut toml::Table, errors: &mut Vec<String>) {
+    let Some(oauth) = table.remove("oauth") else {
+        return;
+    };
+    let toml::Value::Table(providers) = oauth else {
+        errors.push("oauth: must be a table of providers ([oauth.google], [oauth.github])".into());
+        return;
+    };
+    for (name, value) in providers {
+        if matches!(name.as_str(), "google" | "github") {
+            table.insert(format!("oauth.{name}"), value);
+        } else {
+            errors.push(format!(
+                "[oauth.{name}]: unknown provider (supported: google, github)"
+            ));
+        }
+    }
 }
 
 /// `XGW_SERVER_LISTEN=...` sets `server.listen`. A `_FILE` suffix is handled later like `k_file`.
@@ -432,7 +483,7 @@ fn apply_env(
         }
         let rest = rest.to_ascii_lowercase();
         let Some((section, key)) = known.keys().find_map(|s| {
-            rest.strip_prefix(&format!("{s}_"))
+            rest.strip_prefix(&format!("{}_", s.replace('.', "_")))
                 .map(|k| (s.clone(), k.to_string()))
         }) else {
             errors.push(format!("{name}: no such configuration section"));
@@ -561,6 +612,14 @@ fn deserialize_sections(table: toml::Table, errors: &mut Vec<String>) -> Config 
         sms: section(&table, "sms", errors),
         audit: section(&table, "audit", errors),
         secrets: section(&table, "secrets", errors),
+        oauth: OAuthConfig {
+            google: table
+                .contains_key("oauth.google")
+                .then(|| section(&table, "oauth.google", errors)),
+            github: table
+                .contains_key("oauth.github")
+                .then(|| section(&table, "oauth.github", errors)),
+        },
     }
 }
 
@@ -664,6 +723,64 @@ mod tests {
             let err = load(&format!("[audit]\nretention_days = {bad}\n"), &[]).unwrap_err();
             assert!(err.to_string().contains("audit.retention_days"), "{err}");
         }
+    }
+
+    #[test]
+    fn oauth_providers_are_on_only_when_their_section_is_present() {
+        let c = load("", &[]).unwrap();
+        assert!(c.oauth.google.is_none() && c.oauth.github.is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("gh-secret");
+        std::fs::write(&secret, "gh-s3cr3t\n").unwrap();
+        let c = load(
+            &format!(
+                "[server]\npublic_url = \"https://hq.example.com\"\n\
+                 [oauth.github]\nclient_id = \"Iv1.abc\"\nclient_secret_file = {:?}\n",
+                secret.to_str().unwrap()
+            ),
+            &[
+                ("XGW_OAUTH_GOOGLE_CLIENT_ID", "g-id"),
+                ("XGW_OAUTH_GOOGLE_CLIENT_SECRET", "g-s"),
+            ],
+        )
+        .unwrap();
+        let gh = c.oauth.github.as_ref().unwrap();
+        assert_eq!(gh.client_secret, "gh-s3cr3t");
+        assert_eq!(gh.api_url, "https://api.github.com");
+        let g = c.oauth.google.as_ref().unwrap();
+        assert_eq!(
+            (g.client_id.as_str(), g.issuer.as_str()),
+            ("g-id", "https://accounts.google.com")
+        );
+        assert!(!format!("{c:?}").contains("gh-s3cr3t"));
+    }
+
+    #[test]
+    fn oauth_mistakes_are_named() {
+        let err = load(
+            "[oauth.google]\nclient_id = \"x\"\nbogus = 1\n[oauth.myspace]\nclient_id = \"y\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("oauth.google.bogus: unknown key"), "{err}");
+        assert!(err.contains("[oauth.myspace]: unknown provider"), "{err}");
+        let err = load("[oauth.google]\nclient_id = \"x\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.public_url: required"), "{err}");
+        assert!(
+            err.contains("oauth.google.client_secret: required"),
+            "{err}"
+        );
+        let err = load(
+            "[server]\npublic_url = \"https://hq.example.com\"\n\
+             [oauth.google]\nclient_id = \"x\"\nclient_secret = \"s\"\nissuer = \"http://idp.example.com\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("oauth.google.issuer: plain http"), "{err}");
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod config;
 pub mod demo;
 pub mod internal;
 pub mod metrics;
+pub mod oauth;
 pub mod proxy;
 pub mod sms;
 pub mod store;
@@ -65,6 +66,8 @@ pub enum BuildError {
     Seal(#[from] auth::seal::SealError),
     #[error("[sms]: {0}")]
     Sms(#[from] sms::SmsError),
+    #[error("[oauth]: {0}")]
+    OAuth(String),
 }
 
 /// The parts of a built gateway that tests and admin tooling reach into.
@@ -262,6 +265,13 @@ pub fn build_with_store(
         avatar_permits: Arc::new(tokio::sync::Semaphore::new(account::AVATAR_CONCURRENCY)),
         sealer: sealer(config)?,
         sms: sms::sender_from_config(&config.sms, clock.clone())?,
+        oauth: oauth::Providers::from_config(
+            &config.oauth,
+            config.server.public_url.as_deref(),
+            metrics.clone(),
+        )
+        .map_err(BuildError::OAuth)?
+        .map(Arc::new),
     };
     server.add_service(background_service(
         "xgw account app",

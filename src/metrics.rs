@@ -40,6 +40,14 @@ pub struct Metrics {
     pub audit_events: IntCounterVec,
     /// Audit log entries deleted by the sweeper after `audit.retention_days`.
     pub audit_purged: IntCounter,
+    /// Quick Login flows started, by `provider` and `purpose` (sign_in, connect).
+    pub oauth_starts: IntCounterVec,
+    /// Quick Login callbacks by `provider` and `outcome` (signed_in, second_factor_required,
+    /// connected, and each error code: oauth_denied, oauth_not_linked, ...).
+    pub oauth_callbacks: IntCounterVec,
+    /// Calls to a provider (discovery, jwks, token, user, user_emails) by `provider`, `call`
+    /// and `result` (ok, error, unreachable), to tell a provider outage from user errors.
+    pub oauth_provider_calls: IntCounterVec,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -172,6 +180,24 @@ impl Metrics {
             audit_purged: counter(
                 "xgw_audit_purged_total",
                 "Audit log entries deleted after their retention",
+            ),
+            oauth_starts: counter_vec(
+                &r,
+                "xgw_oauth_starts_total",
+                "Quick Login flows started, by provider and purpose",
+                &["provider", "purpose"],
+            ),
+            oauth_callbacks: counter_vec(
+                &r,
+                "xgw_oauth_callbacks_total",
+                "Quick Login callbacks, by provider and outcome",
+                &["provider", "outcome"],
+            ),
+            oauth_provider_calls: counter_vec(
+                &r,
+                "xgw_oauth_provider_calls_total",
+                "HTTP calls to Quick Login providers, by provider, call and result",
+                &["provider", "call", "result"],
             ),
             registry: r,
         }

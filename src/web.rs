@@ -60,6 +60,40 @@ pub fn query_escape(s: &str) -> String {
     out
 }
 
+/// https anywhere; plain http only to a loopback host, where nothing crosses a network (a local
+/// relay, a test receiver). Credentials in the URL are refused: they would travel unredacted
+/// into places that print URLs; the bearer token setting exists for that.
+pub fn parse_http_url(raw: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(raw).map_err(|e| format!("not a valid URL ({e})"))?;
+    let Some(host) = url.host_str() else {
+        return Err("the URL has no host".into());
+    };
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback(host) => {}
+        "http" => {
+            return Err(
+                "plain http is allowed only to a loopback host (localhost, 127.0.0.0/8, [::1]); \
+                 use https"
+                    .into(),
+            )
+        }
+        _ => return Err("the scheme must be https (or http to a loopback host)".into()),
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("credentials in the URL are not supported".into());
+    }
+    Ok(url)
+}
+
+pub fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

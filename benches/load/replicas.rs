@@ -182,6 +182,7 @@ pub async fn create_sessions(
                 ended_at: None,
                 ended_reason: None,
                 second_factor: None,
+                federated: None,
             };
             store
                 .create_session(&session)

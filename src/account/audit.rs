@@ -107,6 +107,13 @@ impl Audit {
         }
     }
 
+    /// Appends the event to the log of every organization `user` belongs to.
+    pub async fn record_for(&self, state: &AppState, user: &crate::store::User) {
+        for m in &user.memberships {
+            self.record(state, &m.org_id).await;
+        }
+    }
+
     /// Appends the event to the log of each organization (e.g. every one a user belongs to).
     pub async fn record_in<'a>(&self, state: &AppState, org_ids: impl Iterator<Item = &'a str>) {
         for org_id in org_ids {

@@ -92,6 +92,25 @@ pub fn user_agent(headers: &HeaderMap) -> String {
     ua.chars().take(512).collect()
 }
 
+/// The value of the cookie `name`, if the request carries it exactly once (two of one name is
+/// cookie tossing or a broken client: neither is trusted) and it is at most 256 bytes.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    let mut found = None;
+    for header in headers.get_all(header::COOKIE) {
+        for pair in header.to_str().ok()?.split(';') {
+            if let Some((n, v)) = pair.trim().split_once('=') {
+                if n == name {
+                    if found.is_some() {
+                        return None;
+                    }
+                    found = Some(v.trim_matches('"').to_string());
+                }
+            }
+        }
+    }
+    found.filter(|v| !v.is_empty() && v.len() <= 256)
+}
+
 /// A request from a signed-in person (session cookie), with their session and user record.
 pub struct Caller {
     pub user: User,

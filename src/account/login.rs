@@ -23,7 +23,8 @@ use crate::auth::secret::{hash_secret, new_csrf_token, new_id, new_session_secre
 use crate::clock::UnixTime;
 use crate::store::cache::revoke;
 use crate::store::{
-    AuditEvent, EndReason, FailureCount, Invalidation, Organization, SecondFactor, Session, User,
+    AuditEvent, EndReason, FailureCount, Invalidation, Organization, Provider, SecondFactor,
+    Session, User,
 };
 
 const MAX_EMAIL_BYTES: usize = 254;
@@ -122,6 +123,11 @@ pub(super) struct LoggedIn {
 }
 
 impl LoggedIn {
+    /// The `Set-Cookie` value of the new session.
+    pub(super) fn cookie(&self) -> String {
+        self.cookie.clone()
+    }
+
     fn set_cookie(&self, headers: &mut HeaderMap) {
         if let Ok(v) = HeaderValue::from_str(&self.cookie) {
             headers.append(header::SET_COOKIE, v);
@@ -152,6 +158,7 @@ pub(super) async fn issue_session(
     user: &User,
     org: &Organization,
     second_factor: Option<SecondFactor>,
+    federated: Option<Provider>,
 ) -> Result<LoggedIn, ApiError> {
     state
         .store
@@ -172,6 +179,7 @@ pub(super) async fn issue_session(
         ended_at: None,
         ended_reason: None,
         second_factor,
+        federated,
     };
     state.store.create_session(&session).await?;
     let mut audit = Audit::anonymous(AuditEvent::LoginSucceeded, &session.ip, &session.user_agent)
@@ -179,6 +187,9 @@ pub(super) async fn issue_session(
         .target(&session.id);
     if let Some(f) = second_factor {
         audit = audit.detail("second_factor", f.amr());
+    }
+    if let Some(p) = federated {
+        audit = audit.detail("provider", p.as_str());
     }
     audit.record(state, &session.org_id).await;
     Ok(LoggedIn {
@@ -297,10 +308,12 @@ async fn login_inner(
             // With a second step pending, the account's failure count is kept: it is cleared
             // only once a session is issued, so knowing the password does not reset the limit
             // on guessing codes.
-            if let Some(challenge) = super::login_2fa::open_challenge(state, &user, &org).await? {
+            if let Some(challenge) =
+                super::login_2fa::open_challenge(state, &user, &org, None).await?
+            {
                 return Ok(LoginOutcome::SecondStep(challenge));
             }
-            issue_session(state, &parts.headers, &user, &org, None)
+            issue_session(state, &parts.headers, &user, &org, None, None)
                 .await
                 .map(LoginOutcome::Done)
         }

@@ -22,7 +22,7 @@ use super::two_factor::{
 };
 use super::AppState;
 use crate::store::{
-    AuditEvent, Organization, SecondFactor, TwoFactorMethod, TwoFactorPolicy, User,
+    AuditEvent, Organization, Provider, SecondFactor, TwoFactorMethod, TwoFactorPolicy, User,
 };
 
 /// A login challenge's ticket key: `2fa:challenge:{sha256 of the secret}` (the client holds
@@ -39,6 +39,9 @@ pub struct Challenge {
     pub org_id: String,
     /// `None`: the user must enrol first.
     pub method: Option<TwoFactorMethod>,
+    /// The Quick Login provider of the first step (`None`: a password).
+    #[serde(default)]
+    pub federated: Option<Provider>,
 }
 
 /// What the password step answers when a second step is needed.
@@ -46,6 +49,7 @@ pub async fn open_challenge(
     state: &AppState,
     user: &User,
     org: &Organization,
+    federated: Option<Provider>,
 ) -> Result<Option<Value>, ApiError> {
     let method = state.store.get_two_factor(&user.id).await?;
     let needs_enrolment = method.is_none() && org.two_factor == TwoFactorPolicy::Required;
@@ -57,6 +61,7 @@ pub async fn open_challenge(
         user_id: user.id.clone(),
         org_id: org.id.clone(),
         method: method.as_ref().map(|m| m.method),
+        federated,
     };
     let key = challenge_key(&crate::auth::secret::hash_secret(&secret));
     put_ticket(state, &key, &challenge, CHALLENGE_TTL_SECS).await?;
@@ -114,12 +119,20 @@ fn challenge_hash(secret: &str) -> Result<String, ApiError> {
     Ok(crate::auth::secret::hash_secret(secret))
 }
 
+/// The challenge a request answers: the body's, else the cookie's.
+fn challenge_secret(headers: &HeaderMap, body: Option<String>) -> Result<String, ApiError> {
+    body.or_else(|| super::extract::cookie(headers, super::oauth::CHALLENGE_COOKIE))
+        .ok_or_else(|| invalid_challenge(NOT_VALID))
+}
+
 /// Looks a challenge up without using it.
 pub async fn read_challenge(
     state: &AppState,
-    secret: &str,
+    headers: &HeaderMap,
+    body_secret: Option<String>,
 ) -> Result<(String, Challenge, User), ApiError> {
-    let hash = challenge_hash(secret)?;
+    let secret = challenge_secret(headers, body_secret)?;
+    let hash = challenge_hash(&secret)?;
     let key = challenge_key(&hash);
     let ticket = state
         .store
@@ -252,10 +265,14 @@ pub async fn login_enrol_verify(
 
 // --- the handlers -----------------------------------------------------------------------------
 
+// `challenge` may be left out after a Quick Login sign-in: it then comes from the HttpOnly
+// `xgw_login_challenge` cookie the callback set (`oauth::CHALLENGE_COOKIE`).
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AnswerBody {
-    challenge: String,
+    #[serde(default)]
+    challenge: Option<String>,
     #[serde(default)]
     code: Option<String>,
     #[serde(default)]
@@ -265,20 +282,23 @@ pub struct AnswerBody {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChallengeBody {
-    challenge: String,
+    #[serde(default)]
+    challenge: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PhoneBody {
-    challenge: String,
+    #[serde(default)]
+    challenge: Option<String>,
     phone: String,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyBody {
-    challenge: String,
+    #[serde(default)]
+    challenge: Option<String>,
     code: String,
 }
 
@@ -290,6 +310,19 @@ async fn org_of(state: &AppState, org_id: &str) -> Result<Organization, ApiError
         .ok_or_else(|| invalid_challenge(NOT_VALID))
 }
 
+/// A completed login no longer needs the challenge cookie (if it came through one).
+fn clear_challenge_cookie(state: &AppState, mut resp: Response) -> Response {
+    let clear = format!(
+        "{}=; Path=/auth/login; HttpOnly; SameSite=Strict; Max-Age=0{}",
+        super::oauth::CHALLENGE_COOKIE,
+        if state.cookie_secure { "; Secure" } else { "" }
+    );
+    if let Ok(v) = axum::http::HeaderValue::from_str(&clear) {
+        resp.headers_mut().append(axum::http::header::SET_COOKIE, v);
+    }
+    resp
+}
+
 fn count_login(state: &AppState, result: &str) {
     state.metrics.logins.with_label_values(&[result]).inc();
 }
@@ -299,7 +332,7 @@ pub async fn answer(
     headers: HeaderMap,
     JsonBody(body): JsonBody<AnswerBody>,
 ) -> Result<Response, ApiError> {
-    let (key, challenge, user) = read_challenge(&state, &body.challenge).await?;
+    let (key, challenge, user) = read_challenge(&state, &headers, body.challenge).await?;
     let (ip, ua) = (client_ip(&headers), user_agent(&headers));
     let factor = answer_challenge(
         &state,
@@ -313,33 +346,44 @@ pub async fn answer(
     .await
     .inspect_err(|_| count_login(&state, "invalid_second_factor"))?;
     let org = org_of(&state, &challenge.org_id).await?;
-    let done = issue_session(&state, &headers, &user, &org, Some(factor)).await?;
+    let done = issue_session(
+        &state,
+        &headers,
+        &user,
+        &org,
+        Some(factor),
+        challenge.federated,
+    )
+    .await?;
     count_login(&state, "success");
-    Ok(done.json_response(None))
+    Ok(clear_challenge_cookie(&state, done.json_response(None)))
 }
 
 pub async fn resend(
     State(state): State<AppState>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<ChallengeBody>,
 ) -> Result<Response, ApiError> {
-    let (_, challenge, user) = read_challenge(&state, &body.challenge).await?;
+    let (_, challenge, user) = read_challenge(&state, &headers, body.challenge).await?;
     resend_sms_code(&state, &challenge, &user).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
 pub async fn enrol_totp(
     State(state): State<AppState>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<ChallengeBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let (_, challenge, user) = read_challenge(&state, &body.challenge).await?;
+    let (_, challenge, user) = read_challenge(&state, &headers, body.challenge).await?;
     Ok(Json(login_enrol_totp(&state, &challenge, &user).await?))
 }
 
 pub async fn enrol_sms(
     State(state): State<AppState>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<PhoneBody>,
 ) -> Result<Response, ApiError> {
-    let (_, challenge, user) = read_challenge(&state, &body.challenge).await?;
+    let (_, challenge, user) = read_challenge(&state, &headers, body.challenge).await?;
     login_enrol_sms(&state, &challenge, &user, &body.phone).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
@@ -351,7 +395,7 @@ pub async fn enrol_verify(
     headers: HeaderMap,
     JsonBody(body): JsonBody<VerifyBody>,
 ) -> Result<Response, ApiError> {
-    let (key, challenge, user) = read_challenge(&state, &body.challenge).await?;
+    let (key, challenge, user) = read_challenge(&state, &headers, body.challenge).await?;
     let audit = Audit::anonymous(
         AuditEvent::TwoFactorEnabled,
         &client_ip(&headers),
@@ -368,7 +412,18 @@ pub async fn enrol_verify(
     };
     use_up_challenge(&state, &key).await?;
     let org = org_of(&state, &challenge.org_id).await?;
-    let done = issue_session(&state, &headers, &user, &org, Some(factor)).await?;
+    let done = issue_session(
+        &state,
+        &headers,
+        &user,
+        &org,
+        Some(factor),
+        challenge.federated,
+    )
+    .await?;
     count_login(&state, "success");
-    Ok(done.json_response(Some(codes)))
+    Ok(clear_challenge_cookie(
+        &state,
+        done.json_response(Some(codes)),
+    ))
 }

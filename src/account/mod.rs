@@ -11,6 +11,7 @@ mod extract;
 mod login;
 mod login_2fa;
 mod members;
+mod oauth;
 mod password;
 mod profile;
 mod tokens;
@@ -63,6 +64,8 @@ pub struct AppState {
     pub sealer: Option<Arc<crate::auth::seal::Sealer>>,
     /// Sends SMS codes; `None` when `[sms] provider = "none"`.
     pub sms: Option<Arc<dyn crate::sms::SmsSender>>,
+    /// Quick Login providers; `None` when no `[oauth.*]` section is configured.
+    pub oauth: Option<Arc<crate::oauth::Providers>>,
 }
 
 impl AppState {
@@ -157,6 +160,14 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/auth/api/v1/orgs/{org_id}/users/{user_id}/2fa/reset",
             post(two_factor::admin_reset),
+        )
+        .route("/auth/oauth/providers", get(oauth::providers))
+        .route("/auth/oauth/{provider}/start", get(oauth::start))
+        .route("/auth/oauth/{provider}/callback", get(oauth::callback))
+        .route("/auth/api/v1/me/identities", get(oauth::list))
+        .route(
+            "/auth/api/v1/me/identities/{provider}",
+            post(oauth::connect).delete(oauth::disconnect),
         )
         .fallback(ui::not_found)
         .method_not_allowed_fallback(ui::method_not_allowed)

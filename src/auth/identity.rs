@@ -38,12 +38,20 @@ pub struct Identity {
     pub credential_id: Arc<str>,
     /// The second factor of the login behind a session.
     pub second_factor: Option<SecondFactor>,
+    /// The login's first step went through a Quick Login provider rather than a password.
+    pub federated: bool,
 }
 
 impl Identity {
     /// The JWT `amr` claim: how the caller authenticated (RFC 8176 values where one fits).
     pub fn amr(&self) -> Vec<String> {
-        let mut amr = vec![self.method.amr().to_string()];
+        // `fed`: a federated assertion (the provider's), as Microsoft's identity platform uses it.
+        let first = if self.federated {
+            "fed"
+        } else {
+            self.method.amr()
+        };
+        let mut amr = vec![first.to_string()];
         if let Some(f) = self.second_factor {
             amr.push(f.amr().to_string());
         }

@@ -201,6 +201,7 @@ mod tests {
             org_id: "org_1".into(),
             credential_id: "ses_1".into(),
             second_factor: None,
+            federated: false,
         };
         let now = crate::clock::Clock::now(&crate::clock::SystemClock);
         let (token, exp) = s.mint(&id, now).unwrap();

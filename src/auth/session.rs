@@ -28,6 +28,7 @@ pub fn verify(
         org_id: Arc::from(org.id.as_str()),
         credential_id: Arc::from(session.id.as_str()),
         second_factor: session.second_factor,
+        federated: session.federated.is_some(),
     };
     Some((identity, session.expires_at(org)))
 }
@@ -77,6 +78,7 @@ mod tests {
             ended_at: None,
             ended_reason: None,
             second_factor: None,
+            federated: None,
         };
         (session, org, user)
     }

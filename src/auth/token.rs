@@ -172,6 +172,7 @@ pub fn verify(token: &ServiceToken, user: Option<&User>) -> Option<Identity> {
         org_id: Arc::from(token.org_id.as_str()),
         credential_id: Arc::from(token.id.as_str()),
         second_factor: None,
+        federated: false,
     })
 }
 

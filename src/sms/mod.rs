@@ -61,7 +61,7 @@ use async_trait::async_trait;
 use crate::clock::SharedClock;
 use settings::{missing, value};
 
-pub use settings::{parse_http_url, SmsConfig, SmsProvider, TWILIO_DEFAULT_BASE_URL};
+pub use settings::{SmsConfig, SmsProvider, TWILIO_DEFAULT_BASE_URL};
 pub use twilio::{TwilioFrom, TwilioSender};
 pub use webhook::{WebhookSender, MIN_HMAC_SECRET_LEN, SIGNATURE_HEADER};
 

@@ -2,13 +2,13 @@
 //! (each problem names its key, none quotes a value, since URLs and tokens may be secret).
 
 use std::fmt;
-use std::net::IpAddr;
 
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
 
 use super::webhook::MIN_HMAC_SECRET_LEN;
 use super::{is_e164, REDACTED};
+use crate::web::parse_http_url;
 
 /// Default Twilio API origin; `twilio_base_url` overrides it.
 pub const TWILIO_DEFAULT_BASE_URL: &str = "https://api.twilio.com";
@@ -219,32 +219,6 @@ fn is_twilio_from(s: &str) -> bool {
             && s.bytes().any(|b| b.is_ascii_alphabetic()))
 }
 
-/// https anywhere; plain http only to a loopback host, where nothing crosses a network (a local
-/// relay, a test receiver). Credentials in the URL are refused: they would travel unredacted
-/// into places that print URLs; the bearer token setting exists for that.
-pub fn parse_http_url(raw: &str) -> Result<Url, String> {
-    let url = Url::parse(raw).map_err(|e| format!("not a valid URL ({e})"))?;
-    let Some(host) = url.host_str() else {
-        return Err("the URL has no host".into());
-    };
-    match url.scheme() {
-        "https" => {}
-        "http" if is_loopback(host) => {}
-        "http" => {
-            return Err(
-                "plain http is allowed only to a loopback host (localhost, 127.0.0.0/8, [::1]); \
-                 use https"
-                    .into(),
-            )
-        }
-        _ => return Err("the scheme must be https (or http to a loopback host)".into()),
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("credentials in the URL are not supported".into());
-    }
-    Ok(url)
-}
-
 /// An origin (`scheme://host[:port]`) that API paths are appended to.
 pub(super) fn parse_base_url(raw: &str) -> Result<Url, String> {
     let url = parse_http_url(raw)?;
@@ -252,12 +226,6 @@ pub(super) fn parse_base_url(raw: &str) -> Result<Url, String> {
         return Err("give only scheme://host[:port], without a path".into());
     }
     Ok(url)
-}
-
-fn is_loopback(host: &str) -> bool {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `scheme://host[:port]` and a marker if there was more: paths and queries may hold tokens.

@@ -9,9 +9,10 @@ use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::Url;
 use sha2::Sha256;
 
-use super::settings::{parse_http_url, redact_url};
+use super::settings::redact_url;
 use super::{http_client, is_e164, SmsError, SmsSender, Timeouts, REDACTED};
 use crate::clock::SharedClock;
+use crate::web::parse_http_url;
 
 /// The webhook signature header (the scheme is in the `sms` module doc).
 pub const SIGNATURE_HEADER: &str = "X-Xgw-Signature";

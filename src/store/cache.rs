@@ -234,6 +234,7 @@ mod tests {
                 org_id: org.into(),
                 credential_id: "ses_1".into(),
                 second_factor: None,
+                federated: false,
             },
             valid_until: until,
             token_rules: None,

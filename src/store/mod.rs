@@ -206,6 +206,9 @@ pub struct Session {
     /// How the login was completed after the password, if it had a second step.
     #[serde(default)]
     pub second_factor: Option<SecondFactor>,
+    /// The Quick Login provider the first step went through; `None` for a password.
+    #[serde(default)]
+    pub federated: Option<Provider>,
 }
 
 impl Session {
@@ -453,12 +456,16 @@ pub enum AuditEvent {
     BackupCodesRegenerated,
     BackupCodeUsed,
     TwoFactorFailed,
+    IdentityConnected,
+    IdentityDisconnected,
+    /// A Quick Login that failed after the provider named a known user (or while connecting).
+    OauthFailed,
     #[serde(other)]
     Other,
 }
 
 impl AuditEvent {
-    pub const ALL: [AuditEvent; 17] = [
+    pub const ALL: [AuditEvent; 20] = [
         AuditEvent::LoginSucceeded,
         AuditEvent::LoginFailed,
         AuditEvent::Logout,
@@ -475,6 +482,9 @@ impl AuditEvent {
         AuditEvent::BackupCodesRegenerated,
         AuditEvent::BackupCodeUsed,
         AuditEvent::TwoFactorFailed,
+        AuditEvent::IdentityConnected,
+        AuditEvent::IdentityDisconnected,
+        AuditEvent::OauthFailed,
         AuditEvent::Other,
     ];
 
@@ -497,6 +507,9 @@ impl AuditEvent {
             AuditEvent::BackupCodesRegenerated => "backup_codes_regenerated",
             AuditEvent::BackupCodeUsed => "backup_code_used",
             AuditEvent::TwoFactorFailed => "two_factor_failed",
+            AuditEvent::IdentityConnected => "identity_connected",
+            AuditEvent::IdentityDisconnected => "identity_disconnected",
+            AuditEvent::OauthFailed => "oauth_failed",
             AuditEvent::Other => "other",
         }
     }

@@ -43,6 +43,8 @@ pub struct Options {
     pub secrets_key: Option<PathBuf>,
     /// Deliver SMS codes to this webhook URL.
     pub sms_webhook: Option<String>,
+    /// Quick Login providers; `server.public_url` is then the gateway's own address.
+    pub oauth: Option<xelon_gateway::config::OAuthConfig>,
     pub tweak: fn(&mut Config),
 }
 
@@ -54,6 +56,7 @@ impl Default for Options {
             jwt_key: None,
             secrets_key: None,
             sms_webhook: None,
+            oauth: None,
             tweak: |_| {},
         }
     }
@@ -94,6 +97,10 @@ impl TestGateway {
         if let Some(url) = &opts.sms_webhook {
             config.sms.provider = xelon_gateway::sms::SmsProvider::Webhook;
             config.sms.webhook_url = Some(url.clone());
+        }
+        if let Some(oauth) = &opts.oauth {
+            config.oauth = oauth.clone();
+            config.server.public_url = Some(format!("http://{}", config.server.listen));
         }
         (opts.tweak)(&mut config);
 

@@ -6,6 +6,7 @@ mod bad_input;
 mod harness;
 mod login;
 mod members;
+mod oauth;
 mod oauth_fakes;
 mod openapi;
 mod password;

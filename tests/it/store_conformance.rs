@@ -106,6 +106,7 @@ fn session(id: &str, org_id: &str, user_id: &str, created_at: i64) -> Session {
         ended_at: None,
         ended_reason: None,
         second_factor: None,
+        federated: None,
     }
 }
 

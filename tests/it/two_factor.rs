@@ -33,7 +33,7 @@ fn base32_decode(s: &str) -> Vec<u8> {
     out
 }
 
-fn totp_at(secret_b32: &str, unix: i64) -> String {
+pub(crate) fn totp_at(secret_b32: &str, unix: i64) -> String {
     let key = hmac::Key::new(
         hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
         &base32_decode(secret_b32),
@@ -124,7 +124,7 @@ async fn post(
     (status, body)
 }
 
-async fn set_policy(
+pub(crate) async fn set_policy(
     gw: &TestGateway,
     admin: &reqwest::Client,
     csrf: &str,
@@ -155,7 +155,7 @@ async fn password_step(gw: &TestGateway, client: &reqwest::Client, email: &str) 
 }
 
 /// Enrols the logged-in client in TOTP; returns (secret, backup codes).
-async fn enrol_totp(
+pub(crate) async fn enrol_totp(
     gw: &TestGateway,
     client: &reqwest::Client,
     csrf: &str,
