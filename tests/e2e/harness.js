@@ -11,6 +11,7 @@ const http = require("node:http");
 const net = require("node:net");
 const os = require("node:os");
 const path = require("node:path");
+const { FakeGithub } = require("./fake-github");
 
 const ROOT = path.resolve(__dirname, "..", "..");
 const BINARY = process.env.XGW_BIN || path.join(ROOT, "target", "debug", "xelon-gateway");
@@ -77,12 +78,19 @@ class Gateway {
     const [listen, internal, upstream] = [await freePort(), await freePort(), await freePort()];
     this.upstream = await startUpstream(upstream);
     this.base = `http://127.0.0.1:${listen}`;
+    // Quick Login with GitHub against a local stand-in; the account it signs in as.
+    this.github = await new FakeGithub({
+      clientId: "e2e-github-client",
+      clientSecret: crypto.randomBytes(16).toString("hex"),
+      account: { id: 4242, login: "ada-gh", name: "Ada on GitHub", email: "ada.gh@example.com" },
+    }).start();
     this.config = path.join(this.dir, "gateway.toml");
     fs.writeFileSync(this.config, [
       "[server]",
       `listen = "127.0.0.1:${listen}"`,
       `internal_listen = "127.0.0.1:${internal}"`,
       "threads = 2",
+      `public_url = "${this.base}"`,
       "[upstream]",
       `url = "http://127.0.0.1:${upstream}"`,
       "[store]",
@@ -93,6 +101,12 @@ class Gateway {
       "max_failures_per_ip = 1000",
       "[sms]",
       'provider = "log"',
+      "[oauth.github]",
+      `client_id = "${this.github.clientId}"`,
+      `client_secret = "${this.github.clientSecret}"`,
+      `authorize_url = "${this.github.base}/login/oauth/authorize"`,
+      `token_url = "${this.github.base}/login/oauth/access_token"`,
+      `api_url = "${this.github.base}/api"`,
       "",
     ].join("\n"));
     // The CLI needs the store to itself (redb: one process per file), so before `serve`.
@@ -202,6 +216,7 @@ class Gateway {
       }
     }
     if (this.upstream) this.upstream.close();
+    if (this.github) this.github.stop();
     if (this.dir) fs.rmSync(this.dir, { recursive: true, force: true });
   }
 }

@@ -319,6 +319,43 @@ test("two-factor by SMS: enrol with the code sent to the phone, then log in with
   await page.locator("#tfa-summary").filter({ hasText: "SMS to" }).waitFor();
 });
 
+test("Quick Login: connect GitHub (local stand-in), sign in with it, disconnect, then it is not linked", async (t) => {
+  const page = await newPage(t);
+  const user = await gw.createUser({ first_name: "Grace", last_name: "Murray" });
+  await openAccount(page, user);
+  const row = page.locator(".provider-row[data-provider=github]");
+  await row.getByText("Not connected").waitFor();
+  await row.getByRole("button", { name: "Connect GitHub" }).click();
+  // To the provider, which approves at once, and back.
+  await page.waitForURL(/\/auth\/account$/);
+  await page.getByRole("status").filter({ hasText: "GitHub is now connected." }).waitFor();
+  await row.getByText(/Connected as ada\.gh@example\.com/).waitFor();
+  await accessible(page, "Quick Login connected");
+  await shot(page, "12a-quick-login-connected");
+
+  // Sign out and back in with GitHub.
+  await page.getByRole("button", { name: /user menu/ }).click();
+  await page.getByRole("menuitem", { name: "Sign out" }).click();
+  await page.waitForURL(/\/auth\/login/);
+  await page.goto(gw.url("/auth/login?next=%2Fauth%2Faccount"));
+  await page.getByRole("link", { name: "Sign in with GitHub" }).click();
+  await page.waitForURL(/\/auth\/account$/);
+  await page.locator("#view-email").filter({ hasText: user.email }).waitFor();
+
+  await row.getByRole("button", { name: "Disconnect GitHub" }).click();
+  await page.getByRole("dialog", { name: "Disconnect GitHub?" }).getByRole("button", { name: "Disconnect" }).click();
+  await page.getByRole("status").filter({ hasText: "GitHub was disconnected." }).waitFor();
+  await row.getByText("Not connected").waitFor();
+
+  // Now the GitHub account belongs to nobody here.
+  await page.getByRole("button", { name: /user menu/ }).click();
+  await page.getByRole("menuitem", { name: "Sign out" }).click();
+  await page.waitForURL(/\/auth\/login/);
+  await page.getByRole("link", { name: "Sign in with GitHub" }).click();
+  await page.getByRole("alert").filter({ hasText: "not connected to any Xelon HQ user" }).waitFor();
+  await shot(page, "12b-login-oauth-not-linked");
+});
+
 test("service tokens: create in the New Service Token dialog, copy, use it, delete it", async (t) => {
   const page = await newPage(t);
   await openAccount(page, gw.admin);
@@ -441,7 +478,7 @@ test("narrow screens: My Account and Manage My Organization at 375 px pass axe a
   const member = await gw.createUser({ first_name: "Plain" });
   const memberPage = await newPage(t);
   await openAccount(memberPage, member);
-  await memberPage.locator("#quick-rows, #quick-error").first().waitFor();
+  await memberPage.locator(".provider-row[data-provider=github]").waitFor();
   assert.equal(await memberPage.locator("#tokens-card").isHidden(), true);
   assert.equal(await memberPage.getByRole("link", { name: "Manage My Organization" }).count(), 0);
 });
