@@ -133,6 +133,15 @@ document.addEventListener("DOMContentLoaded", () => {
     showError(MESSAGES[error] || MESSAGES.invalid_request);
   }
   showProviders();
+  // After "Sign in with …" for a person with two-factor authentication, the provider's return
+  // lands here with the step to show; the challenge itself is in an HttpOnly cookie, so the
+  // calls below send none.
+  const step = params.get("step");
+  if (step === "2fa") {
+    afterPassword({ data: { status: "2fa_required", method: params.get("method") } });
+  } else if (step === "enroll") {
+    afterPassword({ data: { status: "2fa_enrollment_required", methods: (params.get("methods") || "").split(",") } });
+  }
 
   $("login-form").addEventListener("submit", async (event) => {
     event.preventDefault();

@@ -333,12 +333,22 @@ test("Quick Login: connect GitHub (local stand-in), sign in with it, disconnect,
   await accessible(page, "Quick Login connected");
   await shot(page, "12a-quick-login-connected");
 
+  // With an authenticator app (enrolled through the API here), signing in with GitHub still
+  // asks for the code.
+  await gw.setPolicy("optional");
+  const api = await gw.login(user.email, user.password);
+  const { secret } = (await api.call("POST", "/auth/api/v1/me/2fa/totp", {})).data;
+  assert.equal((await api.call("POST", "/auth/api/v1/me/2fa/totp/verify", { code: totp(secret) })).status, 200);
+
   // Sign out and back in with GitHub.
   await page.getByRole("button", { name: /user menu/ }).click();
   await page.getByRole("menuitem", { name: "Sign out" }).click();
   await page.waitForURL(/\/auth\/login/);
   await page.goto(gw.url("/auth/login?next=%2Fauth%2Faccount"));
   await page.getByRole("link", { name: "Sign in with GitHub" }).click();
+  await page.waitForURL(/\/auth\/login\?step=2fa/);
+  await page.getByLabel("Authentication code").fill(totp(secret, Math.floor(Date.now() / 30000) + 1));
+  await page.getByRole("button", { name: "Verify" }).click();
   await page.waitForURL(/\/auth\/account$/);
   await page.locator("#view-email").filter({ hasText: user.email }).waitFor();
 
