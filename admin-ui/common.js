@@ -60,10 +60,14 @@ export const MESSAGES = {
   invalid_two_factor: "Choose off, optional or required.",
   last_login_method: "This is your only way to sign in. Set a password or connect another provider first.",
   identity_in_use: "That account is already connected to another Xelon HQ user.",
+  identity_already_connected: "You already have an account of this provider connected. Disconnect it first.",
   oauth_denied: "The connection was cancelled at the provider.",
   oauth_failed: "The provider could not confirm your account. Please try again.",
+  oauth_code_rejected: "The provider did not accept the sign-in. Please try again.",
+  oauth_invalid_id_token: "The provider's answer could not be verified. Please try again.",
+  oauth_unreachable: "The provider could not be reached. Please try again later.",
+  oauth_unavailable: "This provider is not available here.",
   oauth_state_invalid: "The connection took too long or was started elsewhere. Please try again.",
-  provider_not_configured: "This provider is not configured.",
 };
 
 /** Seconds as "45 seconds" / "3 minutes". */

@@ -1,26 +1,22 @@
 // The login page: the password step, then — when the account has two-factor authentication
 // or its organization requires it — the second step or the enrolment, all over the JSON API.
 // Messages are set with textContent only: nothing from the URL or the server is parsed as HTML.
-"use strict";
+import { $, MESSAGES as SHARED, waitText } from "/auth/ui/common.js";
 
+// The shared messages, with the login's own words where they differ.
 const MESSAGES = {
+  ...SHARED,
   invalid_credentials: "The email or password is wrong.",
-  too_many_attempts: "Too many failed attempts. Please wait and try again.",
   invalid_request: "Please enter your email and password.",
-  invalid_code: "That code is wrong or has expired.",
   invalid_challenge: "This sign-in has expired. Please start again.",
-  invalid_phone: "Enter your number in international form, e.g. +41791234567.",
-  sms_delivery_failed: "The SMS could not be sent. Please try again later.",
   second_step_needs_javascript: "Please enable JavaScript to finish signing in.",
   oauth_not_linked: "That account is not connected to any Xelon HQ user. Sign in with your email and password, then connect it under My Account → Quick Login.",
   oauth_denied: "The sign-in was cancelled at the provider.",
-  oauth_failed: "The provider could not confirm your account. Please try again.",
   oauth_state_invalid: "The sign-in took too long or was started in another window. Please try again.",
-  identity_in_use: "That account is already connected to another Xelon HQ user.",
+  no_organization: "Your account is not a member of any organization. Ask your administrator.",
   unavailable: "The service is temporarily unavailable. Please retry shortly.",
 };
 
-const $ = (id) => document.getElementById(id);
 let challenge = null;
 let next = "/";
 
@@ -57,11 +53,6 @@ async function call(path, body) {
   let data = {};
   try { data = await resp.json(); } catch (_) { /* 202 / 204 have no body */ }
   return { ok: resp.ok, status: resp.status, data, retryAfter: resp.headers.get("Retry-After") };
-}
-
-function waitText(seconds) {
-  const s = Number(seconds);
-  return s < 90 ? `${Math.ceil(s)} seconds` : `${Math.ceil(s / 60)} minutes`;
 }
 
 function explain(result) {
