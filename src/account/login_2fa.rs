@@ -310,6 +310,28 @@ async fn org_of(state: &AppState, org_id: &str) -> Result<Organization, ApiError
         .ok_or_else(|| invalid_challenge(NOT_VALID))
 }
 
+/// The session for a login whose second step just succeeded.
+async fn complete_login(
+    state: &AppState,
+    headers: &HeaderMap,
+    challenge: &Challenge,
+    user: &User,
+    factor: SecondFactor,
+) -> Result<super::login::LoggedIn, ApiError> {
+    let org = org_of(state, &challenge.org_id).await?;
+    let done = issue_session(
+        state,
+        headers,
+        user,
+        &org,
+        Some(factor),
+        challenge.federated,
+    )
+    .await?;
+    count_login(state, "success");
+    Ok(done)
+}
+
 /// A completed login no longer needs the challenge cookie (if it came through one).
 fn clear_challenge_cookie(state: &AppState, mut resp: Response) -> Response {
     let clear = format!(
@@ -345,17 +367,7 @@ pub async fn answer(
     )
     .await
     .inspect_err(|_| count_login(&state, "invalid_second_factor"))?;
-    let org = org_of(&state, &challenge.org_id).await?;
-    let done = issue_session(
-        &state,
-        &headers,
-        &user,
-        &org,
-        Some(factor),
-        challenge.federated,
-    )
-    .await?;
-    count_login(&state, "success");
+    let done = complete_login(&state, &headers, &challenge, &user, factor).await?;
     Ok(clear_challenge_cookie(&state, done.json_response(None)))
 }
 
@@ -411,17 +423,7 @@ pub async fn enrol_verify(
         }
     };
     use_up_challenge(&state, &key).await?;
-    let org = org_of(&state, &challenge.org_id).await?;
-    let done = issue_session(
-        &state,
-        &headers,
-        &user,
-        &org,
-        Some(factor),
-        challenge.federated,
-    )
-    .await?;
-    count_login(&state, "success");
+    let done = complete_login(&state, &headers, &challenge, &user, factor).await?;
     Ok(clear_challenge_cookie(
         &state,
         done.json_response(Some(codes)),

@@ -16,7 +16,9 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use super::http::ProviderHttp;
-use super::{client, exchange, AuthorizationRequest, GoogleConfig, OAuthError, ProviderIdentity};
+use super::{
+    client, exchange, AuthorizationRequest, GoogleConfig, OAuthClient, OAuthError, ProviderIdentity,
+};
 use crate::auth::secret::constant_time_eq;
 use crate::clock::UnixTime;
 use crate::store::{MAX_EMAIL_LEN, MAX_SUBJECT_LEN};
@@ -104,11 +106,8 @@ impl OidcProvider {
         Ok(d)
     }
 
-    pub async fn authorization(
-        &self,
-        state: &str,
-        redirect_uri: &str,
-    ) -> Result<AuthorizationRequest, OAuthError> {
+    /// The discovered endpoints and a client for them.
+    async fn client(&self, redirect_uri: &str) -> Result<(Discovery, OAuthClient), OAuthError> {
         let d = self.discovery().await?;
         let client = client(
             &self.config.client_id,
@@ -117,6 +116,15 @@ impl OidcProvider {
             &d.token_endpoint,
             redirect_uri,
         )?;
+        Ok((d, client))
+    }
+
+    pub async fn authorization(
+        &self,
+        state: &str,
+        redirect_uri: &str,
+    ) -> Result<AuthorizationRequest, OAuthError> {
+        let (_, client) = self.client(redirect_uri).await?;
         Ok(AuthorizationRequest::new(&client, state, SCOPES, true))
     }
 
@@ -128,14 +136,7 @@ impl OidcProvider {
         redirect_uri: &str,
         now: UnixTime,
     ) -> Result<ProviderIdentity, OAuthError> {
-        let d = self.discovery().await?;
-        let client = client(
-            &self.config.client_id,
-            &self.config.client_secret,
-            &d.authorization_endpoint,
-            &d.token_endpoint,
-            redirect_uri,
-        )?;
+        let (d, client) = self.client(redirect_uri).await?;
         let token = exchange(&client, &self.http, code, pkce_verifier).await?;
         let id_token =
             token.extra_fields().id_token.as_deref().ok_or_else(|| {

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use xelon_gateway::config::{GithubConfig, GoogleConfig, OAuthConfig};
 
 use crate::harness::{get, send, status_json, Options, TestGateway};
-use crate::oauth_fakes::{FakeGithub, FakeOidc, Tamper};
+use crate::oauth_fakes::{query_params, FakeGithub, FakeOidc, Tamper};
 
 const CLIENT_ID: &str = "xgw-test-client";
 const CLIENT_SECRET: &str = "xgw-test-secret-0123456789";
@@ -345,12 +345,7 @@ async fn provider_errors_end_on_the_login_page_with_a_code() {
 
     // A code the provider does not know (right state, bogus code).
     let authorize = start_sign_in(&s.gw, &browser, "github", "/p").await;
-    let state: String = url::Url::parse(&authorize)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "state")
-        .map(|(_, v)| v.into_owned())
-        .unwrap();
+    let state = query_params(&authorize)["state"].clone();
     let resp = browser
         .get(s.gw.url(&format!(
             "/auth/oauth/github/callback?code=bogus&state={state}"
@@ -415,12 +410,7 @@ async fn an_unreachable_provider_is_a_clear_error_not_a_5xx() {
     );
     // GitHub fails at the token exchange.
     let authorize = start_sign_in(&gw, &browser, "github", "/a").await;
-    let state: String = url::Url::parse(&authorize)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "state")
-        .map(|(_, v)| v.into_owned())
-        .unwrap();
+    let state = query_params(&authorize)["state"].clone();
     let resp = browser
         .get(gw.url(&format!("/auth/oauth/github/callback?code=c&state={state}")))
         .send()
