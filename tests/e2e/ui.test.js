@@ -86,6 +86,13 @@ async function uiLogin(page, email, password, next = "/auth/account") {
   await page.getByRole("button", { name: "Sign in", exact: true }).click();
 }
 
+/** Signs out through the avatar menu (top right). */
+async function signOut(page) {
+  await page.getByRole("button", { name: /user menu/ }).click();
+  await page.getByRole("menuitem", { name: "Sign out" }).click();
+  await page.waitForURL(/\/auth\/login/);
+}
+
 async function openAccount(page, user) {
   await uiLogin(page, user.email, user.password);
   await page.waitForURL(/\/auth\/account$/);
@@ -259,9 +266,7 @@ test("two-factor: enrol the authenticator app (codes computed here), backup code
 
   // Sign out from the avatar menu and back in: the code step. The code of the next time step
   // is still accepted (±1 step) and is newer than the one used to enrol (replay protection).
-  await page.getByRole("button", { name: /user menu/ }).click();
-  await page.getByRole("menuitem", { name: "Sign out" }).click();
-  await page.waitForURL(/\/auth\/login/);
+  await signOut(page);
   await uiLogin(page, user.email, user.password);
   await page.getByLabel("Authentication code").waitFor();
   await accessible(page, "login code step");
@@ -271,9 +276,7 @@ test("two-factor: enrol the authenticator app (codes computed here), backup code
   await page.waitForURL(/\/auth\/account$/);
 
   // Or with a backup code instead of the app.
-  await page.getByRole("button", { name: /user menu/ }).click();
-  await page.getByRole("menuitem", { name: "Sign out" }).click();
-  await page.waitForURL(/\/auth\/login/);
+  await signOut(page);
   await uiLogin(page, user.email, user.password);
   await page.getByRole("button", { name: "Use a backup code" }).click();
   await page.getByLabel("Backup code").fill(codes[1]);
@@ -304,9 +307,7 @@ test("two-factor by SMS: enrol with the code sent to the phone, then log in with
   await page.getByRole("button", { name: "Done" }).click();
   await page.locator("#tfa-summary").filter({ hasText: "SMS to" }).waitFor();
 
-  await page.getByRole("button", { name: /user menu/ }).click();
-  await page.getByRole("menuitem", { name: "Sign out" }).click();
-  await page.waitForURL(/\/auth\/login/);
+  await signOut(page);
   await uiLogin(page, user.email, user.password);
   await page.getByText("We sent a 6-digit code to your phone.").waitFor();
   await gw.nextSmsCode(phone, 1); // sent with the password step
@@ -341,9 +342,7 @@ test("Quick Login: connect GitHub (local stand-in), sign in with it, disconnect,
   assert.equal((await api.call("POST", "/auth/api/v1/me/2fa/totp/verify", { code: totp(secret) })).status, 200);
 
   // Sign out and back in with GitHub.
-  await page.getByRole("button", { name: /user menu/ }).click();
-  await page.getByRole("menuitem", { name: "Sign out" }).click();
-  await page.waitForURL(/\/auth\/login/);
+  await signOut(page);
   await page.goto(gw.url("/auth/login?next=%2Fauth%2Faccount"));
   await page.getByRole("link", { name: "Sign in with GitHub" }).click();
   await page.waitForURL(/\/auth\/login\?step=2fa/);
@@ -358,9 +357,7 @@ test("Quick Login: connect GitHub (local stand-in), sign in with it, disconnect,
   await row.getByText("Not connected").waitFor();
 
   // Now the GitHub account belongs to nobody here.
-  await page.getByRole("button", { name: /user menu/ }).click();
-  await page.getByRole("menuitem", { name: "Sign out" }).click();
-  await page.waitForURL(/\/auth\/login/);
+  await signOut(page);
   await page.getByRole("link", { name: "Sign in with GitHub" }).click();
   await page.getByRole("alert").filter({ hasText: "not connected to any Xelon HQ user" }).waitFor();
   await shot(page, "12b-login-oauth-not-linked");
