@@ -275,8 +275,22 @@ test("two-factor: enrol the authenticator app (codes computed here), backup code
   await page.getByRole("button", { name: "Verify" }).click();
   await page.waitForURL(/\/auth\/account$/);
 
-  // Or with a backup code instead of the app.
-  await signOut(page);
+  // Disabling needs a code: a backup code does it.
+  await page.getByLabel(/Code from your authenticator app or SMS, or a backup code/).fill(codes[0]);
+  await page.getByRole("button", { name: "Disable two-factor authentication" }).click();
+  await page.getByRole("dialog").getByRole("button", { name: "Disable" }).click();
+  await page.getByRole("button", { name: "Authenticator App" }).waitFor();
+});
+
+test("backup codes: log in with one, then regenerate them with a current code", async (t) => {
+  await gw.setPolicy("optional");
+  const user = await gw.createUser({ first_name: "Annie", last_name: "Easley" });
+  const api = await gw.login(user.email, user.password);
+  const { secret } = (await api.call("POST", "/auth/api/v1/me/2fa/totp", {})).data;
+  const step = Math.floor(Date.now() / 30000);
+  const enrolled = await api.call("POST", "/auth/api/v1/me/2fa/totp/verify", { code: totp(secret, step) });
+  const codes = enrolled.data.backup_codes;
+  const page = await newPage(t);
   await uiLogin(page, user.email, user.password);
   await page.getByRole("button", { name: "Use a backup code" }).click();
   await page.getByLabel("Backup code").fill(codes[1]);
@@ -284,11 +298,19 @@ test("two-factor: enrol the authenticator app (codes computed here), backup code
   await page.waitForURL(/\/auth\/account$/);
   await page.locator("#tfa-remaining").filter({ hasText: "Backup codes remaining: 9" }).waitFor();
 
-  // Disabling needs a code: a backup code does it.
-  await page.getByLabel(/Code from your authenticator app or SMS, or a backup code/).fill(codes[0]);
-  await page.getByRole("button", { name: "Disable two-factor authentication" }).click();
-  await page.getByRole("dialog").getByRole("button", { name: "Disable" }).click();
-  await page.getByRole("button", { name: "Authenticator App" }).waitFor();
+  // A backup code is not enough to regenerate; a code from the app is.
+  const proof = page.getByLabel(/Code from your authenticator app or SMS, or a backup code/);
+  await proof.fill(codes[2]);
+  await page.getByRole("button", { name: "Regenerate backup codes" }).click();
+  await page.getByRole("alert").filter({ hasText: "Enter the 6-digit code" }).waitFor();
+  await proof.fill(totp(secret, step + 1));
+  await page.getByRole("button", { name: "Regenerate backup codes" }).click();
+  await page.getByRole("heading", { name: "Your backup codes" }).waitFor();
+  const fresh = await page.locator("#backup-list li").allTextContents();
+  assert.equal(fresh.length, 10);
+  assert.ok(!fresh.includes(codes[3]), "new codes");
+  await page.getByRole("button", { name: "Done" }).click();
+  await page.locator("#tfa-remaining").filter({ hasText: "Backup codes remaining: 10" }).waitFor();
 });
 
 test("two-factor by SMS: enrol with the code sent to the phone, then log in with a resent code", async (t) => {
@@ -318,6 +340,10 @@ test("two-factor by SMS: enrol with the code sent to the phone, then log in with
   await page.getByRole("button", { name: "Verify" }).click();
   await page.waitForURL(/\/auth\/account$/);
   await page.locator("#tfa-summary").filter({ hasText: "SMS to" }).waitFor();
+
+  // A fourth SMS within 15 minutes is refused, and the page says how long to wait.
+  await page.getByRole("button", { name: "Send me a code" }).click();
+  await page.getByRole("alert").filter({ hasText: /Too many attempts\. Try again in \d+ (seconds|minutes)\./ }).waitFor();
 });
 
 test("Quick Login: connect GitHub (local stand-in), sign in with it, disconnect, then it is not linked", async (t) => {

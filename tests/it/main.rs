@@ -22,3 +22,4 @@ mod store_identities;
 mod store_two_factor;
 mod tokens;
 mod two_factor;
+mod ui_pages;
