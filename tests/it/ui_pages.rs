@@ -71,7 +71,10 @@ async fn every_page_is_served_under_the_strict_csp_with_every_file_it_names() {
         let scripts: Vec<&str> = html.split("<script").skip(1).collect();
         assert!(!scripts.is_empty(), "{page}: no script");
         for tag in scripts {
-            assert!(tag.contains("src=\"/auth/ui/"), "{page}: inline script {tag}");
+            assert!(
+                tag.contains("src=\"/auth/ui/"),
+                "{page}: inline script {tag}"
+            );
         }
         for asset in referenced_files(&html) {
             let resp = client.get(gw.url(&asset)).send().await.unwrap();
