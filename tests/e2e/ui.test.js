@@ -494,6 +494,29 @@ test("Manage My Organization: session duration, expire a session, it moves to th
   await shot(page, "17-members");
 });
 
+test("error states: a request that fails shows what failed instead of an empty section", async (t) => {
+  const page = await newPage(t);
+  await openAccount(page, gw.admin);
+  // From now on these calls fail as if the network dropped them.
+  for (const pattern of ["**/auth/api/v1/service-tokens", "**/auth/api/v1/me/identities", "**/auth/api/v1/me/2fa", "**/auth/api/v1/orgs/*/sessions*"]) {
+    await page.route(pattern, (route) => route.abort("connectionreset"));
+  }
+  await page.reload();
+  await page.getByRole("alert").filter({ hasText: "Service tokens could not be loaded" }).waitFor();
+  await page.getByRole("alert").filter({ hasText: "Your Quick Login connections could not be loaded" }).waitFor();
+  await page.getByRole("alert").filter({ hasText: "Two-factor settings could not be loaded" }).waitFor();
+  await shot(page, "20-account-load-errors");
+  await page.goto(gw.url("/auth/org"));
+  await page.getByRole("alert").filter({ hasText: "The active sessions could not be loaded" }).waitFor();
+  await page.getByRole("alert").filter({ hasText: "The expired sessions could not be loaded" }).waitFor();
+  // And a change that cannot be sent says so.
+  await page.goto(gw.url("/auth/account"));
+  await page.route("**/auth/api/v1/me", (route) => (route.request().method() === "PATCH" ? route.abort("connectionreset") : route.continue()));
+  await page.getByRole("button", { name: "Edit", exact: true }).click();
+  await page.getByRole("button", { name: "Save" }).click();
+  await page.locator("#info-error").filter({ hasText: "could not be reached" }).waitFor();
+});
+
 test("narrow screens: My Account and Manage My Organization at 375 px pass axe and fit", async (t) => {
   const page = await newPage(t, { width: 375, height: 812 });
   await openAccount(page, gw.admin);
