@@ -2,7 +2,7 @@
 // authentication & Security, Quick Login and the Service Tokens card — all over the JSON API.
 import {
   $, el, api, explain, say, busy, when, start, renderAvatar, openDialog, confirmAction, copy,
-  download, displayName, MESSAGES,
+  download, displayName, fillRows, MESSAGES,
 } from "/auth/ui/common.js";
 
 const PROFILE_FIELDS = ["first_name", "last_name", "email", "job_title", "mobile_phone", "business_phone", "timezone"];
@@ -497,7 +497,7 @@ async function loadTokens() {
   const tokens = result.data.service_tokens || [];
   $("tokens-empty").hidden = tokens.length > 0;
   $("tokens-wrap").hidden = tokens.length === 0;
-  $("tokens-body").replaceChildren(...tokens.map((t) => {
+  fillRows($("tokens-body"), tokens.map((t) => {
     const del = el("button", { type: "button", className: "small danger", "aria-label": `Delete Service ${t.name}` }, "Delete Service");
     del.addEventListener("click", () => deleteToken(t, del));
     // The card is narrow: the action sits under the name rather than in a column of its own.

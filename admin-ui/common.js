@@ -146,6 +146,18 @@ export async function busy(button, work) {
   }
 }
 
+/**
+ * Replaces the rows of a table body. Each cell is labelled with its column's heading, which
+ * narrow screens show beside the value (a `table.stack` then reads as a list of cards).
+ */
+export function fillRows(tbody, rows) {
+  const heads = [...tbody.closest("table").querySelectorAll("thead th")].map((th) => th.textContent.trim());
+  for (const row of rows) {
+    [...row.children].forEach((cell, i) => cell.setAttribute("data-label", heads[i] || ""));
+  }
+  tbody.replaceChildren(...rows);
+}
+
 /** A local date and time for an RFC 3339 timestamp ("—" for none). */
 export function when(iso) {
   if (!iso) return "—";

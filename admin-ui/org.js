@@ -1,7 +1,9 @@
 // Manage My Organization (org admins): the "Active sessions" tab (Session Duration, Active
 // Sessions with "Expire now", Expired Sessions with the reason), the two-factor policy and the
 // members list — all over the JSON API.
-import { $, el, api, explain, say, busy, when, start, adminOrgs, confirmAction } from "/auth/ui/common.js";
+import {
+  $, el, api, explain, say, busy, when, start, adminOrgs, confirmAction, fillRows,
+} from "/auth/ui/common.js";
 
 const REASONS = {
   logged_out: "Signed out",
@@ -139,7 +141,7 @@ async function loadList(state) {
   const sessions = result.data.sessions || [];
   $(`${state}-empty`).hidden = sessions.length > 0;
   $(`${state}-wrap`).hidden = sessions.length === 0;
-  $(`${state}-body`).replaceChildren(...sessions.map((s) => {
+  fillRows($(`${state}-body`), sessions.map((s) => {
     const row = el("tr", { "data-session-id": s.id }, ...sessionCells(s));
     if (state === "active") {
       const button = el("button", { type: "button", className: "small danger", "aria-label": `Expire now: ${s.user_name || s.user_id}, ${s.ip}` }, "Expire now");
@@ -193,7 +195,7 @@ async function loadMembers() {
   }
   say($("members-error"), "");
   $("members-wrap").hidden = false;
-  $("members-body").replaceChildren(...(result.data.members || []).map((m) => el("tr", {},
+  fillRows($("members-body"), (result.data.members || []).map((m) => el("tr", {},
     el("td", {}, [m.first_name, m.last_name].filter(Boolean).join(" ")),
     el("td", {}, m.email),
     el("td", {}, m.role === "admin" ? "Administrator" : "Member"),
