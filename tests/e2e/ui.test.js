@@ -146,6 +146,15 @@ test("My Account: reached from the avatar menu; Account Information shows each f
   // The platform page is the upstream's; the menu lives on our pages. Open it from the org page
   // of an admin below; here, go to a page of ours and use the menu to reach My Account.
   await page.goto(gw.url("/auth/org"));
+  // The menu works from the keyboard: arrow keys in, Escape out, focus back on the button.
+  await page.getByRole("button", { name: /user menu/ }).focus();
+  await page.keyboard.press("ArrowDown");
+  assert.equal(await page.evaluate(() => document.activeElement.textContent), "My Account");
+  await page.keyboard.press("ArrowDown");
+  assert.equal(await page.evaluate(() => document.activeElement.textContent), "Sign out");
+  await page.keyboard.press("Escape");
+  assert.equal(await page.evaluate(() => document.activeElement.id), "avatar-button");
+  assert.equal(await page.locator("#menu").isHidden(), true);
   await page.getByRole("button", { name: /user menu/ }).click();
   await page.getByRole("menuitem", { name: "My Account" }).click();
   await page.waitForURL(/\/auth\/account$/);
