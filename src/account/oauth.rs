@@ -53,6 +53,10 @@ const STATE_TTL_SECS: i64 = 600;
 const BINDING_COOKIE: &str = "xgw_oauth";
 /// Carries a login challenge from a provider sign-in to the login page's 2FA step.
 pub const CHALLENGE_COOKIE: &str = "xgw_login_challenge";
+/// Flows one client IP may start per minute. Each start stores a ticket for 10 minutes, so
+/// without a bound anyone could fill the store by requesting `/start` in a loop.
+const MAX_STARTS_PER_IP_MINUTE: u32 = 30;
+const START_WINDOW_SECS: i64 = 60;
 /// Longest `state`, `code` and `error` values read from a callback.
 const MAX_STATE_LEN: usize = 128;
 const MAX_CODE_LEN: usize = 2048;
@@ -151,6 +155,21 @@ async fn begin(
         .oauth
         .as_ref()
         .ok_or(StartError::Api(ApiError::NotFound))?;
+    let now = state.clock.now();
+    let starts = state
+        .store
+        .record_failure(
+            &format!("oauth:start:{}", client_ip(headers)),
+            now,
+            START_WINDOW_SECS,
+        )
+        .await
+        .map_err(ApiError::from)?;
+    if starts.count > MAX_STARTS_PER_IP_MINUTE {
+        return Err(StartError::Api(ApiError::RateLimited {
+            retry_after: START_WINDOW_SECS,
+        }));
+    }
     // One binding per browser, reused across flows, so two tabs can sign in at once.
     let binding = cookie(headers, BINDING_COOKIE)
         .filter(|v| {
@@ -214,6 +233,10 @@ pub async fn start(
             count_callback(&state, provider, e.code());
             tracing::warn!(target: "xgw::oauth", provider = provider.as_str(), error = %e, "cannot start a sign-in");
             found(&login_page_with_error(e.code(), &next), &[])
+        }
+        Err(StartError::Api(ApiError::RateLimited { .. })) => {
+            count_callback(&state, provider, "too_many_attempts");
+            found(&login_page_with_error("too_many_attempts", &next), &[])
         }
         Err(StartError::Api(e)) => {
             tracing::warn!(target: "xgw::oauth", provider = provider.as_str(), error = ?e, "cannot start a sign-in");

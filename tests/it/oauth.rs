@@ -584,3 +584,43 @@ async fn a_two_factor_user_still_answers_the_second_factor_after_a_provider() {
     .unwrap_or(Value::Null);
     assert_eq!(claims["amr"], json!(["fed", "otp"]), "{echoed}");
 }
+
+#[tokio::test]
+async fn starting_flows_in_a_loop_is_cut_off_per_client_ip() {
+    let s = setup().await;
+    let browser = s.gw.client();
+    // Each start stores a ticket: 30 a minute per IP, then the login page says to wait.
+    for _ in 0..30 {
+        let authorize = start_sign_in(&s.gw, &browser, "github", "/").await;
+        assert!(
+            authorize.starts_with(&s.github.authorize_url),
+            "{authorize}"
+        );
+    }
+    let resp = browser
+        .get(s.gw.url("/auth/oauth/github/start?next=/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        location(&resp),
+        "/auth/login?error=too_many_attempts&next=/"
+    );
+    let (client, csrf, _) = member(&s.gw, "ada@acme.test").await;
+    let (status, body) = send(
+        &s.gw,
+        &client,
+        reqwest::Method::POST,
+        "/auth/api/v1/me/identities/google",
+        &csrf,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (429, Some("too_many_attempts"))
+    );
+    // A minute later it works again.
+    s.gw.clock.advance(61);
+    start_sign_in(&s.gw, &browser, "github", "/").await;
+}
