@@ -223,6 +223,7 @@ pub fn build_with_store(
         settings: ProxySettings {
             cookie_name: config.session.cookie_name.clone(),
             public_paths: config.upstream.public_paths.clone(),
+            platform_identity_headers: config.upstream.identity_headers,
             trusted_proxies: config.trusted_proxies(),
             platform_peer: platform_peer(config)?,
             account_peer: proxy::with_timeouts(account_peer),

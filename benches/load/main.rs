@@ -146,6 +146,8 @@ fn find_oha() -> Option<PathBuf> {
 enum Via {
     Bare,
     Embedded,
+    /// The embedded-store gateway with `upstream.identity_headers = false` (the JWT only).
+    EmbeddedJwtOnly,
     RedisA,
 }
 
@@ -201,6 +203,7 @@ struct Bench<'a> {
     bare: Proc,
     bare_port: u16,
     emb: Gateway,
+    emb_jwt: Gateway,
     ra: Gateway,
     rb: Gateway,
     _redis: Proc,
@@ -210,6 +213,7 @@ struct Bench<'a> {
     r_user: String,
     r_admin: seed::Login,
     emb_cookie: String,
+    emb_jwt_cookie: String,
     emb_token: String,
     r_token: String,
     checks: Vec<(String, bool)>,
@@ -314,6 +318,25 @@ impl<'a> Bench<'a> {
         };
         emb.start(bin, &dir, &valgrind("gateway"))?;
 
+        // The same, forwarding the identity in the JWT only (`upstream.identity_headers = false`).
+        std::fs::create_dir_all(dir.join("embedded-jwt")).map_err(io)?;
+        let emb_jwt_url = format!(
+            "embedded:{}",
+            dir.join("embedded-jwt/gateway.redb").display()
+        );
+        let mut emb_jwt = Gateway::configure(
+            &dir,
+            "gw-embedded-jwt-only",
+            &emb_jwt_url,
+            up_port,
+            opts.threads,
+            None,
+        )
+        .and_then(Gateway::without_identity_headers)
+        .map_err(io)?;
+        seed_directory(bin, &emb_jwt.config)?;
+        emb_jwt.start(bin, &dir, &valgrind("gateway-jwt-only"))?;
+
         // The bare proxy reads the embedded gateway's config: same server settings, same peer.
         let bare_port = free_port();
         let bare_wrapper = valgrind("bare");
@@ -370,7 +393,7 @@ impl<'a> Bench<'a> {
         rb.start(bin, &dir, &[])?;
 
         wait_for_port(&mut bare, bare_port, Duration::from_secs(120)).await?;
-        for gw in [&mut emb, &mut ra, &mut rb] {
+        for gw in [&mut emb, &mut emb_jwt, &mut ra, &mut rb] {
             gw.wait_ready(&http).await?;
         }
         let redis = redis::Client::open(redis_url.as_str())
@@ -381,6 +404,7 @@ impl<'a> Bench<'a> {
         let store = xelon_gateway::store::open(&redis_url, Arc::new(Metrics::new()))
             .map_err(|e| e.to_string())?;
         let emb_login = login(&emb).await?;
+        let emb_jwt_cookie = login(&emb_jwt).await?.cookie;
         let (emb_token, _) = create_token(&emb, &emb_login, &emb_org, "load").await?;
         let r_admin = login(&ra).await?;
         let (r_token, _) = create_token(&ra, &r_admin, &r_org, "load").await?;
@@ -394,6 +418,7 @@ impl<'a> Bench<'a> {
             bare,
             bare_port,
             emb,
+            emb_jwt,
             ra,
             rb,
             _redis: redis_proc,
@@ -403,6 +428,7 @@ impl<'a> Bench<'a> {
             r_user,
             r_admin,
             emb_cookie: emb_login.cookie,
+            emb_jwt_cookie,
             emb_token,
             r_token,
             checks: Vec::new(),
@@ -417,6 +443,7 @@ impl<'a> Bench<'a> {
         match via {
             Via::Bare => &self.bare,
             Via::Embedded => self.emb.proc_(),
+            Via::EmbeddedJwtOnly => self.emb_jwt.proc_(),
             Via::RedisA => self.ra.proc_(),
         }
     }
@@ -425,6 +452,7 @@ impl<'a> Bench<'a> {
         match via {
             Via::Bare => None,
             Via::Embedded => Some(&self.emb),
+            Via::EmbeddedJwtOnly => Some(&self.emb_jwt),
             Via::RedisA => Some(&self.ra),
         }
     }
@@ -553,6 +581,14 @@ impl<'a> Bench<'a> {
                 cred: Cred::Rotating,
                 baseline: 5,
                 cached: false,
+            },
+            // Last, so the indices above stay what the report and latency runs refer to.
+            Target {
+                label: "gateway, embedded, session cookie (cached), JWT only",
+                via: Via::EmbeddedJwtOnly,
+                cred: Cred::Cookie(self.emb_jwt_cookie.clone()),
+                baseline: 0,
+                cached: true,
             },
         ]
     }

@@ -73,6 +73,7 @@ impl Bench<'_> {
             (2, "gateway-cookie", "gateway"),
             (3, "gateway-redis-bearer", "gateway-redis"),
             (4, "gateway-redis-cookie", "gateway-redis"),
+            (7, "gateway-cookie-jwt-only", "gateway-jwt-only"),
         ] {
             let t = &targets[i];
             let pid = self.proc_of(t.via).pid().to_string();

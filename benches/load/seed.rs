@@ -58,6 +58,17 @@ impl Gateway {
         })
     }
 
+    /// The same gateway with `upstream.identity_headers = false`: the platform gets the
+    /// identity in `X-Auth-Jwt` only.
+    pub fn without_identity_headers(self) -> std::io::Result<Gateway> {
+        let text = std::fs::read_to_string(&self.config)?;
+        std::fs::write(
+            &self.config,
+            text.replacen("[upstream]\n", "[upstream]\nidentity_headers = false\n", 1),
+        )?;
+        Ok(self)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }

@@ -70,6 +70,9 @@ pub struct ProxySettings {
     pub trusted_proxies: Vec<IpNet>,
     pub platform_peer: HttpPeer,
     pub account_peer: HttpPeer,
+    /// `upstream.identity_headers`: whether the platform gets the `X-Auth-*` identity headers
+    /// beside `X-Auth-Jwt` (the account app always gets them).
+    pub platform_identity_headers: bool,
 }
 
 pub struct GatewayProxy {
@@ -502,8 +505,13 @@ impl ProxyHttp for GatewayProxy {
                 AuthMethod::Session => "x-auth-session-id",
                 AuthMethod::ServiceToken => "x-auth-token-id",
             };
+            // The JWT carries the same identity; an operator may spare the platform (and this
+            // hot path: five header inserts) the plain copies. The account app reads them.
+            let plain_headers =
+                ctx.route == Route::Account || self.settings.platform_identity_headers;
             // Prepared once per cached credential: a clone is a reference count, not a copy.
             match &auth.headers {
+                _ if !plain_headers => {}
                 Some(h) => {
                     upstream.insert_header("x-auth-method", h.method.clone())?;
                     upstream.insert_header("x-auth-user-id", h.user_id.clone())?;

@@ -47,6 +47,54 @@ async fn identity_headers_reach_the_upstream_and_spoofed_ones_do_not() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_identity_headers_off_the_platform_gets_only_the_jwt() {
+    let gw = TestGateway::start_with(crate::harness::Options {
+        tweak: |c| c.upstream.identity_headers = false,
+        ..Default::default()
+    })
+    .await;
+    let org = gw.create_org("Acme").await;
+    let user = gw.create_user(&org, "admin@acme.test", true).await;
+    let client = gw.client();
+    gw.login(&client, "admin@acme.test").await;
+    let resp = client
+        .get(gw.url("/api/projects"))
+        .header("X-Auth-User-Id", "usr_attacker")
+        .header("X-Auth-Method", "session")
+        .send()
+        .await
+        .unwrap();
+    let echo: Value = resp.json().await.unwrap();
+    let h = &echo["headers"];
+    for name in [
+        "x-auth-user-id",
+        "x-auth-method",
+        "x-auth-user-email",
+        "x-auth-org-id",
+        "x-auth-session-id",
+    ] {
+        // Neither ours nor the client's forgery.
+        assert!(h.get(name).is_none(), "{name}: {h}");
+    }
+    assert_eq!(h["x-auth-client-ip"], "127.0.0.1");
+    let jwt = h["x-auth-jwt"].as_str().unwrap();
+    let payload = jwt.split('.').nth(1).unwrap();
+    use base64::Engine;
+    let claims: Claims = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims.sub, user.id);
+    assert_eq!(claims.org, org.id);
+    // The account app still reads its identity headers.
+    let (status, me) = crate::harness::get(&gw, &client, "/auth/api/v1/me").await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["id"], user.id.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_jwt_verifies_against_the_published_jwks() {
     let gw = TestGateway::start().await;
     let (org, user, client, _) = gw.admin_session().await;
