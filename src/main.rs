@@ -244,6 +244,10 @@ fn demo(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     );
     println!("  sign in  {email}  /  {password}");
     println!(
+        "  account  http://{}/auth/account      (My Account; Manage My Organization at /auth/org)",
+        config.server.listen
+    );
+    println!(
         "  metrics  http://{}/metrics",
         config.server.internal_listen
     );
