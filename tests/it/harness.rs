@@ -43,8 +43,10 @@ pub struct Options {
     pub secrets_key: Option<PathBuf>,
     /// Deliver SMS codes to this webhook URL.
     pub sms_webhook: Option<String>,
-    /// Quick Login providers; `server.public_url` is then the gateway's own address.
+    /// Quick Login providers; `server.public_url` is then the gateway's own address, unless
+    /// `public_url` says otherwise (replicas behind one address).
     pub oauth: Option<xelon_gateway::config::OAuthConfig>,
+    pub public_url: Option<String>,
     pub tweak: fn(&mut Config),
 }
 
@@ -57,6 +59,7 @@ impl Default for Options {
             secrets_key: None,
             sms_webhook: None,
             oauth: None,
+            public_url: None,
             tweak: |_| {},
         }
     }
@@ -100,7 +103,11 @@ impl TestGateway {
         }
         if let Some(oauth) = &opts.oauth {
             config.oauth = oauth.clone();
-            config.server.public_url = Some(format!("http://{}", config.server.listen));
+            config.server.public_url = Some(
+                opts.public_url
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{}", config.server.listen)),
+            );
         }
         (opts.tweak)(&mut config);
 

@@ -17,24 +17,29 @@ struct Setup {
     github: FakeGithub,
 }
 
+/// Both providers, pointed at the stand-ins.
+fn providers(google: &FakeOidc, github: &FakeGithub) -> OAuthConfig {
+    OAuthConfig {
+        google: Some(GoogleConfig {
+            client_id: CLIENT_ID.into(),
+            client_secret: CLIENT_SECRET.into(),
+            issuer: google.issuer.clone(),
+        }),
+        github: Some(GithubConfig {
+            client_id: CLIENT_ID.into(),
+            client_secret: CLIENT_SECRET.into(),
+            authorize_url: github.authorize_url.clone(),
+            token_url: github.token_url.clone(),
+            api_url: github.api_url.clone(),
+        }),
+    }
+}
+
 async fn setup() -> Setup {
     let google = FakeOidc::start(CLIENT_ID, CLIENT_SECRET).await;
     let github = FakeGithub::start(CLIENT_ID, CLIENT_SECRET).await;
     let gw = TestGateway::start_with(Options {
-        oauth: Some(OAuthConfig {
-            google: Some(GoogleConfig {
-                client_id: CLIENT_ID.into(),
-                client_secret: CLIENT_SECRET.into(),
-                issuer: google.issuer.clone(),
-            }),
-            github: Some(GithubConfig {
-                client_id: CLIENT_ID.into(),
-                client_secret: CLIENT_SECRET.into(),
-                authorize_url: github.authorize_url.clone(),
-                token_url: github.token_url.clone(),
-                api_url: github.api_url.clone(),
-            }),
-        }),
+        oauth: Some(providers(&google, &github)),
         ..Options::default()
     })
     .await;
@@ -623,4 +628,53 @@ async fn starting_flows_in_a_loop_is_cut_off_per_client_ip() {
     // A minute later it works again.
     s.gw.clock.advance(61);
     start_sign_in(&s.gw, &browser, "github", "/").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_started_on_one_replica_finishes_on_another() {
+    // Two replicas on one Redis behind one public address (A's): the state lives in the store.
+    let redis = crate::redis_server::RedisServer::start();
+    let google = FakeOidc::start(CLIENT_ID, CLIENT_SECRET).await;
+    let github = FakeGithub::start(CLIENT_ID, CLIENT_SECRET).await;
+    let clock = xelon_gateway::clock::ManualClock::new();
+    google.use_clock(clock.clone());
+    let a = TestGateway::start_with(Options {
+        store_url: Some(redis.url.clone()),
+        clock: Some(clock.clone()),
+        oauth: Some(providers(&google, &github)),
+        ..Options::default()
+    })
+    .await;
+    let b = TestGateway::start_with(Options {
+        store_url: Some(redis.url.clone()),
+        clock: Some(clock),
+        oauth: Some(providers(&google, &github)),
+        public_url: Some(a.base.clone()),
+        ..Options::default()
+    })
+    .await;
+    google.register_redirect_uri(&a.url("/auth/oauth/google/callback"));
+    let (client, csrf, user_id) = member(&a, "ada@acme.test").await;
+    google.sign_in_as("sub-replicas", "ada@gmail.test");
+    assert_eq!(
+        connect(&a, &client, &csrf, "google").await,
+        "/auth/account?connected=google"
+    );
+
+    let browser = b.client();
+    let authorize = start_sign_in(&b, &browser, "google", "/p").await;
+    let callback = provider_redirect(&browser, &authorize).await;
+    assert!(
+        callback.starts_with(&a.url("/auth/oauth/google/callback?")),
+        "{callback}"
+    );
+    let resp = browser.get(callback).send().await.unwrap();
+    assert_eq!(location(&resp), "/p");
+    for gw in [&a, &b] {
+        let (status, me) = whoami(gw, &browser).await;
+        assert_eq!(status, 200, "{me}");
+        assert_eq!(me["id"], user_id.as_str());
+    }
+    let (_, ids) = get(&b, &client, "/auth/api/v1/me/identities").await;
+    assert_eq!(ids["identities"][0]["subject"], "sub-replicas");
 }
