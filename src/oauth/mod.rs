@@ -49,7 +49,7 @@ pub struct ProviderIdentity {
 
 /// Why a flow failed on the provider's side. `code()` is the stable code the login page shows
 /// and the metrics and audit log record.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum OAuthError {
     #[error("the provider could not be reached: {0}")]
     Unreachable(String),

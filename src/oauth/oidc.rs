@@ -5,7 +5,10 @@
 //!
 //! Discovery and JWKS are cached for an hour. A token signed with a key id the cached set does
 //! not have triggers one refresh (providers rotate keys), at most every `JWKS_REFRESH_MIN`, so
-//! forged tokens with random key ids cannot make us hammer the provider.
+//! forged tokens with random key ids cannot make us hammer the provider. A failed fetch is
+//! remembered for `RETRY_AFTER_FAILURE`: while the provider is down, one request waits for the
+//! timeout and the others are answered at once, instead of queueing behind each other's
+//! timeouts.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -26,6 +29,7 @@ use crate::web::parse_http_url;
 
 const CACHE_TTL: Duration = Duration::from_secs(3600);
 const JWKS_REFRESH_MIN: Duration = Duration::from_secs(10);
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(10);
 /// Clock skew tolerated on `exp` and `iat`.
 const LEEWAY_SECS: i64 = 60;
 pub const SCOPES: &[&str] = &["openid", "email", "profile"];
@@ -42,6 +46,17 @@ struct Discovery {
 struct Cache {
     discovery: Option<(Discovery, Instant)>,
     jwks: Option<(JwkSet, Instant)>,
+    /// The last failed discovery or JWKS fetch, and when.
+    discovery_failed: Option<(OAuthError, Instant)>,
+    jwks_failed: Option<(OAuthError, Instant)>,
+}
+
+/// The remembered failure, while it is recent.
+fn recent_failure(failed: &Option<(OAuthError, Instant)>) -> Option<OAuthError> {
+    failed
+        .as_ref()
+        .filter(|(_, at)| at.elapsed() < RETRY_AFTER_FAILURE)
+        .map(|(e, _)| e.clone())
 }
 
 pub struct OidcProvider {
@@ -85,6 +100,22 @@ impl OidcProvider {
                 return Ok(d.clone());
             }
         }
+        if let Some(e) = recent_failure(&cache.discovery_failed) {
+            return Err(e);
+        }
+        match self.fetch_discovery().await {
+            Ok(d) => {
+                cache.discovery = Some((d.clone(), Instant::now()));
+                Ok(d)
+            }
+            Err(e) => {
+                cache.discovery_failed = Some((e.clone(), Instant::now()));
+                Err(e)
+            }
+        }
+    }
+
+    async fn fetch_discovery(&self) -> Result<Discovery, OAuthError> {
         let issuer = self.config.issuer.trim_end_matches('/');
         let url = format!("{issuer}/.well-known/openid-configuration");
         let d: Discovery = self.http.get_json("discovery", &url, None).await?;
@@ -102,7 +133,6 @@ impl OidcProvider {
             parse_http_url(u)
                 .map_err(|e| OAuthError::BadResponse(format!("discovery: {name}: {e}")))?;
         }
-        cache.discovery = Some((d.clone(), Instant::now()));
         Ok(d)
     }
 
@@ -159,7 +189,16 @@ impl OidcProvider {
             // A fresh set without the key: refetch (keys rotate), but not more often than this.
             Some((None, age)) if age < JWKS_REFRESH_MIN => return Err(unknown_key()),
             _ => {
-                let set: JwkSet = self.http.get_json("jwks", &d.jwks_uri, None).await?;
+                if let Some(e) = recent_failure(&cache.jwks_failed) {
+                    return Err(e);
+                }
+                let set: JwkSet = match self.http.get_json("jwks", &d.jwks_uri, None).await {
+                    Ok(set) => set,
+                    Err(e) => {
+                        cache.jwks_failed = Some((e.clone(), Instant::now()));
+                        return Err(e);
+                    }
+                };
                 let jwk = find_key(&set, kid);
                 cache.jwks = Some((set, Instant::now()));
                 jwk.ok_or_else(unknown_key)?

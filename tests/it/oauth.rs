@@ -413,6 +413,22 @@ async fn an_unreachable_provider_is_a_clear_error_not_a_5xx() {
         location(&resp),
         "/auth/login?error=oauth_unreachable&next=/a"
     );
+    // Right after, the failure is remembered: no second wait on a dead provider.
+    for _ in 0..3 {
+        let resp = browser
+            .get(gw.url("/auth/oauth/google/start?next=/a"))
+            .send()
+            .await
+            .unwrap();
+        assert!(location(&resp).contains("error=oauth_unreachable"));
+    }
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains(
+            r#"xgw_oauth_provider_calls_total{call="discovery",provider="google",result="unreachable"} 1"#
+        ),
+        "{metrics}"
+    );
     // GitHub fails at the token exchange.
     let authorize = start_sign_in(&gw, &browser, "github", "/a").await;
     let state = query_params(&authorize)["state"].clone();
