@@ -111,17 +111,20 @@ async fn sign_in(
     client.get(callback).send().await.unwrap()
 }
 
+/// `POST /auth/api/v1/me/identities/{provider}` as the account page sends it.
+async fn start_connect(
+    gw: &TestGateway,
+    client: &reqwest::Client,
+    csrf: &str,
+    provider: &str,
+) -> (u16, Value) {
+    let path = format!("/auth/api/v1/me/identities/{provider}");
+    send(gw, client, reqwest::Method::POST, &path, csrf, None).await
+}
+
 /// Connects `provider` to the signed-in `client`; returns where the gateway sent the browser.
 async fn connect(gw: &TestGateway, client: &reqwest::Client, csrf: &str, provider: &str) -> String {
-    let (status, body) = send(
-        gw,
-        client,
-        reqwest::Method::POST,
-        &format!("/auth/api/v1/me/identities/{provider}"),
-        csrf,
-        None,
-    )
-    .await;
+    let (status, body) = start_connect(gw, client, csrf, provider).await;
     assert_eq!(status, 200, "{body}");
     let callback = provider_redirect(client, body["authorize_url"].as_str().unwrap()).await;
     let resp = client.get(callback).send().await.unwrap();
@@ -472,15 +475,7 @@ async fn an_identity_connected_to_someone_else_is_refused() {
     let (_, ids) = get(&s.gw, &b, "/auth/api/v1/me/identities").await;
     assert_eq!(ids["identities"], json!([]));
     // One per provider: a second Google account for A is refused before leaving for Google.
-    let (status, body) = send(
-        &s.gw,
-        &a,
-        reqwest::Method::POST,
-        "/auth/api/v1/me/identities/google",
-        &csrf_a,
-        None,
-    )
-    .await;
+    let (status, body) = start_connect(&s.gw, &a, &csrf_a, "google").await;
     assert_eq!(
         (status, body["error"].as_str()),
         (409, Some("identity_already_connected"))
@@ -628,15 +623,7 @@ async fn starting_flows_in_a_loop_is_cut_off_per_client_ip() {
         "/auth/login?error=too_many_attempts&next=/"
     );
     let (client, csrf, _) = member(&s.gw, "ada@acme.test").await;
-    let (status, body) = send(
-        &s.gw,
-        &client,
-        reqwest::Method::POST,
-        "/auth/api/v1/me/identities/google",
-        &csrf,
-        None,
-    )
-    .await;
+    let (status, body) = start_connect(&s.gw, &client, &csrf, "google").await;
     assert_eq!(
         (status, body["error"].as_str()),
         (429, Some("too_many_attempts"))
