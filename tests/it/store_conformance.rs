@@ -1062,6 +1062,30 @@ async fn store_conformance_redis() {
     assert_ops_observed(&metrics);
 }
 
+/// An organization with more sessions than one purge script takes (`PURGE_BATCH`, 500): the
+/// Redis sweep pages through its set, and deletes exactly the expired ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_conformance_redis_purges_a_large_organization_in_pages() {
+    let server = RedisServer::start();
+    let store = store::open(&server.url, Arc::new(Metrics::new())).expect("open redis store");
+    let t0 = 1_700_000_000;
+    let day = SECONDS_PER_DAY;
+    store.create_org(&org("org-big", 1, t0)).await.expect("org");
+    let (old, fresh) = (1_100, 150);
+    for i in 0..old + fresh {
+        let created = if i < old { t0 - 2 * day } else { t0 };
+        store
+            .create_session(&session(&format!("big-{i:05}"), "org-big", "user-x", created))
+            .await
+            .expect("create session");
+    }
+    assert_eq!(store.purge_sessions(t0).await.expect("purge"), old);
+    let left = store.list_org_sessions("org-big").await.expect("list");
+    assert_eq!(left.len(), fresh);
+    assert!(left.iter().all(|s| s.created_at == t0));
+    assert_eq!(store.purge_sessions(t0).await.expect("purge again"), 0);
+}
+
 #[test]
 fn store_conformance_invalidations_encode_and_decode() {
     for (inv, text) in [

@@ -79,11 +79,15 @@ return 0
     )
 });
 
-/// KEYS: org, org_sessions. ARGV: cutoff, key prefix.
-/// Deletes (all three keys of) every session of the organization whose validity ended before
-/// the cutoff; every session when the organization does not exist. Ids whose keys already
-/// vanished (TTL backstop) are dropped from the set without being counted.
+/// KEYS: org, org_sessions. ARGV: cutoff, key prefix, then up to `PURGE_BATCH` session ids
+/// (one SSCAN page of the organization's set).
+/// Deletes (all three keys of) each of those sessions whose validity ended before the cutoff;
+/// each of them when the organization does not exist. Ids whose keys already vanished (TTL
+/// backstop, or purged since the page was read) are dropped from the set without being counted.
 /// Returns how many sessions it deleted.
+/// Session ids one purge script handles (an SSCAN `COUNT` hint: a page may be a little larger).
+const PURGE_BATCH: usize = 500;
+
 static PURGE_ORG_SESSIONS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -97,7 +101,8 @@ if org_raw then
   lifetime = org.session_duration_days * 86400
 end
 local cutoff = tonumber(ARGV[1])
-local ids = redis.call('SMEMBERS', KEYS[2])
+local ids = {}
+for i = 3, #ARGV do ids[#ids + 1] = ARGV[i] end
 -- Decide everything first: a corrupt record must not leave a half-done purge behind.
 local doomed, stale = {}, {}
 for _, id in ipairs(ids) do
@@ -280,17 +285,39 @@ impl SessionStore for RedisStore {
             // point at an organization that does not exist must go too, like in the embedded
             // backend, and only the sets know about them.
             let org_ids = self.scan_ids("org_sessions").await?;
-            // One script per organization: atomic against a concurrent duration change or
-            // end_session, without holding Redis for the whole keyspace at once.
+            // One script per page of an organization's set: each is atomic against a concurrent
+            // duration change or end_session, and none holds Redis long. (One script over a whole
+            // organization of ~50k sessions ran past the command timeout, so its sweep failed
+            // every minute and nothing was ever purged.)
             let mut purged = 0usize;
             for org_id in org_ids {
-                let mut inv = PURGE_ORG_SESSIONS.prepare_invoke();
-                inv.key(org_key(&org_id))
-                    .key(org_sessions_key(&org_id))
-                    .arg(cutoff)
-                    .arg(PREFIX);
-                let n: i64 = self.eval(&inv).await?;
-                purged += usize::try_from(n).unwrap_or(0);
+                let set = org_sessions_key(&org_id);
+                let mut cursor: u64 = 0;
+                loop {
+                    let (next, ids): (u64, Vec<String>) = self
+                        .query(
+                            redis::cmd("SSCAN")
+                                .arg(&set)
+                                .arg(cursor)
+                                .arg("COUNT")
+                                .arg(PURGE_BATCH),
+                        )
+                        .await?;
+                    if !ids.is_empty() {
+                        let mut inv = PURGE_ORG_SESSIONS.prepare_invoke();
+                        inv.key(org_key(&org_id))
+                            .key(&set)
+                            .arg(cutoff)
+                            .arg(PREFIX)
+                            .arg(ids);
+                        let n: i64 = self.eval(&inv).await?;
+                        purged += usize::try_from(n).unwrap_or(0);
+                    }
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
             }
             Ok(purged)
         })
