@@ -1075,7 +1075,12 @@ async fn store_conformance_redis_purges_a_large_organization_in_pages() {
     for i in 0..old + fresh {
         let created = if i < old { t0 - 2 * day } else { t0 };
         store
-            .create_session(&session(&format!("big-{i:05}"), "org-big", "user-x", created))
+            .create_session(&session(
+                &format!("big-{i:05}"),
+                "org-big",
+                "user-x",
+                created,
+            ))
             .await
             .expect("create session");
     }
