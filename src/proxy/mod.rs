@@ -83,25 +83,6 @@ pub struct GatewayProxy {
     pub metrics: Arc<Metrics>,
 }
 
-/// After answering before the body was read (413): reads and drops what the client is still
-/// sending, up to twice the route's limit or 2 s, before the connection closes. Closing a socket
-/// with unread data makes the kernel reset it, and the reset can destroy our answer in the
-/// client's receive buffer: the client would see "connection reset" instead of the 413.
-/// (nginx calls this lingering close.) The bounds keep a huge upload from holding us.
-async fn discard_some_body(session: &mut Session, limit: usize) {
-    let budget = limit.saturating_mul(2);
-    let drain = async {
-        let mut read = 0usize;
-        while read < budget {
-            match session.read_request_body().await {
-                Ok(Some(chunk)) => read += chunk.len(),
-                _ => break,
-            }
-        }
-    };
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
-}
-
 /// Headers a client may never set: they are the gateway's to vouch for.
 fn is_identity_header(name: &str) -> bool {
     name.starts_with("x-auth-") || name == "x-user-id"
@@ -399,9 +380,8 @@ impl ProxyHttp for GatewayProxy {
             if too_big {
                 self.count("none", "body_too_large");
                 LocalResponse::json_error(413, "body_too_large", &body_limit_message(limit))
-                    .send(session)
+                    .send_discarding(session, limit.saturating_mul(2))
                     .await?;
-                discard_some_body(session, limit).await;
                 return Ok(true);
             }
         }

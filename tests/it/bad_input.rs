@@ -408,3 +408,22 @@ async fn a_wrong_method_on_a_known_route_is_a_json_405() {
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["error"], "method_not_allowed");
 }
+
+/// The gateway answers 401 before reading the body; it then reads and drops the rest, so an
+/// uploading client gets the 401 and not a connection reset (a reset made this flaky at 2 MiB
+/// for the 413, see `avatar.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unauthenticated_upload_gets_its_401_not_a_reset() {
+    let gw = TestGateway::start().await;
+    let client = reqwest::Client::new();
+    for _ in 0..10 {
+        let resp = client
+            .post(gw.url("/api/upload"))
+            .header("Accept", "application/json")
+            .body(vec![b'x'; 4 * 1024 * 1024])
+            .send()
+            .await
+            .expect("the 401 arrives instead of a reset");
+        expect_error(resp, 401, "authentication_required").await;
+    }
+}
