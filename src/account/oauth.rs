@@ -39,7 +39,7 @@ use super::login::issue_session;
 use super::two_factor::{put_ticket, read_ticket};
 use super::AppState;
 use crate::auth::login::{after_password, safe_next, LoginStep};
-use crate::auth::secret::{constant_time_eq, hash_secret, new_csrf_token};
+use crate::auth::secret::{constant_time_eq, hash_secret, is_well_formed_token, new_csrf_token};
 use crate::clock::rfc3339;
 use crate::oauth::{OAuthError, ProviderIdentity};
 use crate::store::{
@@ -172,11 +172,7 @@ async fn begin(
     }
     // One binding per browser, reused across flows, so two tabs can sign in at once.
     let binding = cookie(headers, BINDING_COOKIE)
-        .filter(|v| {
-            v.len() == 43
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
+        .filter(|v| is_well_formed_token(v))
         .unwrap_or_else(new_csrf_token);
     let flow_state = new_csrf_token();
     let auth = providers

@@ -28,9 +28,16 @@ pub fn new_session_secret() -> String {
 /// Checks the shape of a cookie value before anything is looked up; garbage never reaches the
 /// store.
 pub fn is_well_formed_session_secret(value: &str) -> bool {
-    value.len() == SESSION_PREFIX.len() + ENCODED_LEN
-        && value.starts_with(SESSION_PREFIX)
-        && value[SESSION_PREFIX.len()..]
+    value
+        .strip_prefix(SESSION_PREFIX)
+        .is_some_and(is_well_formed_token)
+}
+
+/// The shape of `new_csrf_token` (and of the random part of a session secret): 43 base64url
+/// characters.
+pub fn is_well_formed_token(value: &str) -> bool {
+    value.len() == ENCODED_LEN
+        && value
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
