@@ -494,16 +494,7 @@ async fn suite(store: SharedStore, metrics: Arc<Metrics>) {
     parallel_unlinks_keep_one_identity(&store).await;
     subjects_that_look_like_key_syntax_do_not_collide(&store).await;
     oversize_input_is_refused(&store).await;
-    for op in OPS {
-        assert!(
-            metrics
-                .store_seconds
-                .with_label_values(&[op])
-                .get_sample_count()
-                > 0,
-            "op {op} is not observed under its name"
-        );
-    }
+    crate::store_conformance::assert_ops_observed(&metrics, &OPS);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -232,16 +232,7 @@ async fn suite(store: SharedStore, metrics: Arc<Metrics>) {
     );
     assert_eq!(store.get_ticket("old", now + 100).await.unwrap(), None);
 
-    for op in OPS {
-        assert!(
-            metrics
-                .store_seconds
-                .with_label_values(&[op])
-                .get_sample_count()
-                > 0,
-            "op {op} is not observed under its name"
-        );
-    }
+    crate::store_conformance::assert_ops_observed(&metrics, &OPS);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
