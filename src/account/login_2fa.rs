@@ -334,11 +334,7 @@ async fn complete_login(
 
 /// A completed login no longer needs the challenge cookie (if it came through one).
 fn clear_challenge_cookie(state: &AppState, mut resp: Response) -> Response {
-    let clear = format!(
-        "{}=; Path=/auth/login; HttpOnly; SameSite=Strict; Max-Age=0{}",
-        super::oauth::CHALLENGE_COOKIE,
-        if state.cookie_secure { "; Secure" } else { "" }
-    );
+    let clear = super::oauth::challenge_cookie(state, "", 0);
     if let Ok(v) = axum::http::HeaderValue::from_str(&clear) {
         resp.headers_mut().append(axum::http::header::SET_COOKIE, v);
     }

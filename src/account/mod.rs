@@ -71,11 +71,21 @@ pub struct AppState {
 impl AppState {
     /// `Set-Cookie` for a session secret; an empty secret with max-age 0 clears the cookie.
     pub fn session_cookie(&self, secret: &str, max_age_secs: i64) -> String {
+        self.cookie(&self.cookie_name, secret, "/", "Lax", max_age_secs)
+    }
+
+    /// `Set-Cookie` for one of our cookies: always `HttpOnly`, `Secure` unless configured off
+    /// (plain-http development).
+    pub fn cookie(
+        &self,
+        name: &str,
+        value: &str,
+        path: &str,
+        same_site: &str,
+        max_age_secs: i64,
+    ) -> String {
         format!(
-            "{}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
-            self.cookie_name,
-            secret,
-            max_age_secs,
+            "{name}={value}; Path={path}; HttpOnly; SameSite={same_site}; Max-Age={max_age_secs}{}",
             if self.cookie_secure { "; Secure" } else { "" }
         )
     }

@@ -115,11 +115,10 @@ fn found(location: &str, cookies: &[String]) -> Response {
     resp
 }
 
-fn cookie_attrs(state: &AppState, path: &str, same_site: &str, max_age: i64) -> String {
-    format!(
-        "Path={path}; HttpOnly; SameSite={same_site}; Max-Age={max_age}{}",
-        if state.cookie_secure { "; Secure" } else { "" }
-    )
+/// The login challenge cookie (`max_age` 0 with an empty secret clears it): only the login
+/// endpoints get it, and never from another site.
+pub fn challenge_cookie(state: &AppState, secret: &str, max_age: i64) -> String {
+    state.cookie(CHALLENGE_COOKIE, secret, "/auth/login", "Strict", max_age)
 }
 
 fn login_page_with_error(code: &str, next: &str) -> String {
@@ -198,9 +197,12 @@ async fn begin(
         .oauth_starts
         .with_label_values(&[provider.as_str(), purpose_label])
         .inc();
-    let cookie = format!(
-        "{BINDING_COOKIE}={binding}; {}",
-        cookie_attrs(state, "/auth/oauth/", "Lax", STATE_TTL_SECS)
+    let cookie = state.cookie(
+        BINDING_COOKIE,
+        &binding,
+        "/auth/oauth/",
+        "Lax",
+        STATE_TTL_SECS,
     );
     Ok((auth.url, cookie))
 }
@@ -619,15 +621,7 @@ fn second_step(state: &AppState, challenge: &Value, next: &str) -> Success {
         ),
     };
     Success::SecondStep {
-        cookie: format!(
-            "{CHALLENGE_COOKIE}={secret}; {}",
-            cookie_attrs(
-                state,
-                "/auth/login",
-                "Strict",
-                super::two_factor::CHALLENGE_TTL_SECS
-            )
-        ),
+        cookie: challenge_cookie(state, secret, super::two_factor::CHALLENGE_TTL_SECS),
         location: format!("/auth/login?{step}&next={}", crate::web::query_escape(next)),
     }
 }
