@@ -487,6 +487,19 @@ async fn an_identity_connected_to_someone_else_is_refused() {
         .await
         .unwrap();
     assert_eq!(status_json(resp).await.0, 403);
+    // A provider name we do not offer is not found, for connecting and disconnecting alike.
+    let (status, body) = start_connect(&s.gw, &b, &csrf_b, "myspace").await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
+    let (status, body) = send(
+        &s.gw,
+        &b,
+        reqwest::Method::DELETE,
+        "/auth/api/v1/me/identities/myspace",
+        &csrf_b,
+        None,
+    )
+    .await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
 }
 
 #[tokio::test]
