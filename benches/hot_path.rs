@@ -19,7 +19,9 @@ use http::{HeaderMap, HeaderValue};
 use xelon_gateway::admin::{self, NewUser};
 use xelon_gateway::auth::jwt::JwtSigner;
 use xelon_gateway::auth::password::Passwords;
-use xelon_gateway::auth::secret::{hash_secret, new_csrf_token, new_id, new_session_secret};
+use xelon_gateway::auth::secret::{
+    hash_secret, new_csrf_token, new_id, new_session_secret, SecretHash,
+};
 use xelon_gateway::auth::token::{self, IpBinding};
 use xelon_gateway::clock::{Clock, SystemClock};
 use xelon_gateway::metrics::Metrics;
@@ -39,9 +41,9 @@ struct Fixture {
     signer: JwtSigner,
     now: i64,
     cookie_headers: HeaderMap,
-    session_hash: String,
+    session_hash: SecretHash,
     bearer_headers: HeaderMap,
-    token_hash: String,
+    token_hash: SecretHash,
 }
 
 fn headers(name: &'static str, value: &str) -> HeaderMap {
@@ -119,7 +121,10 @@ fn fixture() -> Fixture {
             })
             .await
             .unwrap();
-        (session_hash, token_hash)
+        (
+            SecretHash::from_hex(&session_hash).unwrap(),
+            SecretHash::from_hex(&token_hash).unwrap(),
+        )
     });
     Fixture {
         _dir: dir,
@@ -139,16 +144,17 @@ fn fixture() -> Fixture {
 }
 
 /// Parse + shape check + SHA-256, as `request_filter` does before any lookup.
-fn cookie_hash(h: &HeaderMap) -> String {
+fn cookie_hash(h: &HeaderMap) -> SecretHash {
     match credential::extract(h, COOKIE) {
         Credential::Session { token_hash } => token_hash,
         other => panic!("not a session credential: {other:?}"),
     }
 }
 
-fn bearer_hash(h: &HeaderMap) -> String {
+/// Parse + shape and checksum check + SHA-256.
+fn bearer_hash(h: &HeaderMap) -> SecretHash {
     match credential::extract(h, COOKIE) {
-        Credential::Bearer { token } if token::is_well_formed(&token) => hash_secret(&token),
+        Credential::Bearer { token_hash } => token_hash,
         other => panic!("not a well-formed bearer token: {other:?}"),
     }
 }
@@ -180,7 +186,7 @@ fn bench_session_cookie(c: &mut Criterion, f: &Fixture) {
             // Evict just this entry (the organization stays cached, as for any new session).
             f.resolver
                 .cache
-                .invalidate(&Invalidation::Session(hash.clone()));
+                .invalidate(&Invalidation::Session(hash.hex()));
             let hit = f.rt.block_on(f.resolver.session(&hash, f.now));
             black_box(hit.unwrap().unwrap().auth.identity.user_id.len())
         })
@@ -214,7 +220,7 @@ fn bench_service_token(c: &mut Criterion, f: &Fixture) {
             let hash = bearer_hash(black_box(&f.bearer_headers));
             f.resolver
                 .cache
-                .invalidate(&Invalidation::Token(hash.clone()));
+                .invalidate(&Invalidation::Token(hash.hex()));
             let hit = f.rt.block_on(f.resolver.token(&hash, f.now));
             black_box(hit.unwrap().unwrap().auth.identity.user_id.len())
         })
@@ -288,13 +294,14 @@ fn bench_jwt(c: &mut Criterion, f: &Fixture) {
 fn bench_baseline(c: &mut Criterion, f: &Fixture) {
     let mut g = c.benchmark_group("baseline");
     let secret = "xgs_0123456789012345678901234567890123456789012";
-    g.bench_function("sha256_hex", |b| b.iter(|| hash_secret(black_box(secret))));
-    let map: HashMap<String, Arc<str>> = (0..1000)
-        .map(|i| (hash_secret(&i.to_string()), Arc::from("v")))
-        .chain([(f.session_hash.clone(), Arc::from("v"))])
+    g.bench_function("sha256", |b| b.iter(|| SecretHash::of(black_box(secret))));
+    // A std map (SipHash) with the same key type the cache uses.
+    let map: HashMap<SecretHash, Arc<str>> = (0..1000)
+        .map(|i| (SecretHash::of(&i.to_string()), Arc::from("v")))
+        .chain([(f.session_hash, Arc::from("v"))])
         .collect();
     g.bench_function("hashmap_lookup", |b| {
-        b.iter(|| map.get(black_box(f.session_hash.as_str())).cloned())
+        b.iter(|| map.get(black_box(&f.session_hash)).cloned())
     });
     g.finish();
 }
@@ -371,7 +378,7 @@ fn print_ratios(dir: &Path, since: SystemTime) {
         (
             "cookie hit ÷ (sha256 + map lookup)",
             "session_cookie/hit",
-            "baseline/sha256_hex+baseline/hashmap_lookup",
+            "baseline/sha256+baseline/hashmap_lookup",
         ),
     ];
     let get = |id: &str| -> Option<f64> {

@@ -3,8 +3,8 @@
 //! values from a fixed, small set so a hostile client cannot blow up the series count.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -48,6 +48,40 @@ pub struct Metrics {
     /// Calls to a provider (discovery, jwks, token, user, user_emails) by `provider`, `call`
     /// and `result` (ok, error, unreachable), to tell a provider outage from user errors.
     pub oauth_provider_calls: IntCounterVec,
+    hot: HotPath,
+}
+
+/// The label sets (almost) every proxied request touches, resolved once. `with_label_values`
+/// hashes its labels and takes a lock on every call; a resolved child is an atomic add (load
+/// benchmark, callgrind: ~800 instructions per request less). Other label sets go through the
+/// vectors as before.
+struct HotPath {
+    session_allowed: IntCounter,
+    token_allowed: IntCounter,
+    session_decision: Histogram,
+    token_decision: Histogram,
+    cache_hit: IntCounter,
+    cache_miss: IntCounter,
+    platform_2xx: IntCounter,
+}
+
+impl HotPath {
+    fn of(
+        requests: &IntCounterVec,
+        decisions: &HistogramVec,
+        lookups: &IntCounterVec,
+        responses: &IntCounterVec,
+    ) -> HotPath {
+        HotPath {
+            session_allowed: requests.with_label_values(&["session", "allowed"]),
+            token_allowed: requests.with_label_values(&["service_token", "allowed"]),
+            session_decision: decisions.with_label_values(&["session"]),
+            token_decision: decisions.with_label_values(&["service_token"]),
+            cache_hit: lookups.with_label_values(&["hit"]),
+            cache_miss: lookups.with_label_values(&["miss"]),
+            platform_2xx: responses.with_label_values(&["platform", "2xx"]),
+        }
+    }
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -103,26 +137,42 @@ impl Metrics {
             register(&r, Box::new(c.clone()), name);
             c
         };
+        let requests = counter_vec(
+            &r,
+            "xgw_requests_total",
+            "Proxied requests by credential method and auth outcome",
+            &["method", "outcome"],
+        );
+        let auth_decision_seconds = histogram_vec(
+            &r,
+            "xgw_auth_decision_seconds",
+            "Time to decide who the caller is",
+            &["method"],
+            latency_buckets(),
+        );
+        let upstream_responses = counter_vec(
+            &r,
+            "xgw_upstream_responses_total",
+            "Upstream responses by upstream and status class",
+            &["upstream", "class"],
+        );
+        let cache_lookups = counter_vec(
+            &r,
+            "xgw_cache_lookups_total",
+            "Credential cache lookups by result",
+            &["result"],
+        );
+        let hot = HotPath::of(
+            &requests,
+            &auth_decision_seconds,
+            &cache_lookups,
+            &upstream_responses,
+        );
         Metrics {
-            requests: counter_vec(
-                &r,
-                "xgw_requests_total",
-                "Proxied requests by credential method and auth outcome",
-                &["method", "outcome"],
-            ),
-            auth_decision_seconds: histogram_vec(
-                &r,
-                "xgw_auth_decision_seconds",
-                "Time to decide who the caller is",
-                &["method"],
-                latency_buckets(),
-            ),
-            upstream_responses: counter_vec(
-                &r,
-                "xgw_upstream_responses_total",
-                "Upstream responses by upstream and status class",
-                &["upstream", "class"],
-            ),
+            hot,
+            requests,
+            auth_decision_seconds,
+            upstream_responses,
             logins: counter_vec(
                 &r,
                 "xgw_logins_total",
@@ -143,12 +193,7 @@ impl Metrics {
                 "Store operations that failed because the backend did not answer",
                 &["op"],
             ),
-            cache_lookups: counter_vec(
-                &r,
-                "xgw_cache_lookups_total",
-                "Credential cache lookups by result",
-                &["result"],
-            ),
+            cache_lookups,
             invalidations_received: counter(
                 "xgw_invalidations_received_total",
                 "Invalidations received from the store's feed",
@@ -200,6 +245,47 @@ impl Metrics {
                 &["provider", "call", "result"],
             ),
             registry: r,
+        }
+    }
+
+    /// `xgw_requests_total{method, outcome}`.
+    pub fn count_request(&self, method: &str, outcome: &str) {
+        match (method, outcome) {
+            ("session", "allowed") => self.hot.session_allowed.inc(),
+            ("service_token", "allowed") => self.hot.token_allowed.inc(),
+            _ => self.requests.with_label_values(&[method, outcome]).inc(),
+        }
+    }
+
+    /// `xgw_auth_decision_seconds{method}`.
+    pub fn observe_auth_decision(&self, method: &str, seconds: f64) {
+        match method {
+            "session" => self.hot.session_decision.observe(seconds),
+            "service_token" => self.hot.token_decision.observe(seconds),
+            _ => self
+                .auth_decision_seconds
+                .with_label_values(&[method])
+                .observe(seconds),
+        }
+    }
+
+    /// `xgw_cache_lookups_total{result}`.
+    pub fn count_cache_lookup(&self, hit: bool) {
+        if hit {
+            self.hot.cache_hit.inc()
+        } else {
+            self.hot.cache_miss.inc()
+        }
+    }
+
+    /// `xgw_upstream_responses_total{upstream, class}`.
+    pub fn count_upstream_response(&self, upstream: &str, class: &str) {
+        match (upstream, class) {
+            ("platform", "2xx") => self.hot.platform_2xx.inc(),
+            _ => self
+                .upstream_responses
+                .with_label_values(&[upstream, class])
+                .inc(),
         }
     }
 

@@ -44,7 +44,48 @@ pub fn is_well_formed_token(value: &str) -> bool {
 
 /// SHA-256 of a secret, hex: the key under which its record is stored.
 pub fn hash_secret(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
+    SecretHash::of(secret).hex()
+}
+
+/// SHA-256 of a secret, in binary: how the proxy carries a credential from the request to the
+/// credential cache. The store's key is its `hex()`; the hot path needs that text only on a
+/// cache miss, so a cache hit costs no hex encoding and no allocation.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct SecretHash([u8; 32]);
+
+impl SecretHash {
+    pub fn of(secret: &str) -> SecretHash {
+        SecretHash(Sha256::digest(secret.as_bytes()).into())
+    }
+
+    /// The store's key (what `hash_secret` returns).
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// The binary form of a store key, as named by an invalidation; `None` if it is not one.
+    pub fn from_hex(key: &str) -> Option<SecretHash> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(key, &mut bytes).ok()?;
+        Some(SecretHash(bytes))
+    }
+}
+
+/// Only the first 8 bytes: the value is a SHA-256 output, so they are as uniform as all 32, and
+/// a map keyed by it can use them as the hash as they are (see `store::cache`).
+impl std::hash::Hash for SecretHash {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&self.0[..8]);
+        state.write_u64(u64::from_le_bytes(first));
+    }
+}
+
+/// Shows the store key: a hash of the secret, never the secret.
+impl std::fmt::Debug for SecretHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretHash({})", self.hex())
+    }
 }
 
 /// A CSRF token bound to a session.
@@ -97,6 +138,24 @@ mod tests {
             "xgs_!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
         ));
         assert_eq!(hash_secret(&a).len(), 64);
+    }
+
+    #[test]
+    fn a_secret_hash_is_the_store_key_in_binary() {
+        let s = new_session_secret();
+        let h = SecretHash::of(&s);
+        assert_eq!(h.hex(), hash_secret(&s));
+        assert_eq!(SecretHash::from_hex(&h.hex()), Some(h));
+        assert_ne!(SecretHash::of("other"), h);
+        for bad in [
+            "",
+            "abc",
+            &"g".repeat(64),
+            &h.hex()[..62],
+            &format!("{}00", h.hex()),
+        ] {
+            assert_eq!(SecretHash::from_hex(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -3,7 +3,8 @@
 
 use http::HeaderMap;
 
-use crate::auth::secret::{hash_secret, is_well_formed_session_secret};
+use crate::auth::secret::{is_well_formed_session_secret, SecretHash};
+use crate::auth::token;
 
 /// Cookie headers longer than this are refused outright (browsers cap a cookie at 4 KiB).
 pub const MAX_COOKIE_HEADER_BYTES: usize = 8 * 1024;
@@ -14,9 +15,12 @@ pub enum Credential {
     /// Nothing that looks like a credential.
     None,
     /// A well-formed session cookie; carries the SHA-256 of its value (the store key).
-    Session { token_hash: String },
-    /// An `Authorization: Bearer` header (service tokens).
-    Bearer { token: String },
+    Session { token_hash: SecretHash },
+    /// `Authorization: Bearer` with a well-formed service token; carries its SHA-256.
+    Bearer { token_hash: SecretHash },
+    /// `Authorization: Bearer` with something that is not a service token (a typo, garbage, a
+    /// token of another system): refused as an invalid token without a lookup.
+    BadBearer,
     /// Present but unusable: wrong shape, too long, repeated. Rejected without a lookup.
     Malformed,
 }
@@ -32,9 +36,14 @@ pub fn extract(headers: &HeaderMap, cookie_name: &str) -> Credential {
             return Credential::Malformed;
         };
         return match text.split_once(' ') {
-            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() => {
-                Credential::Bearer {
-                    token: token.trim().to_string(),
+            Some((scheme, value)) if scheme.eq_ignore_ascii_case("bearer") && !value.is_empty() => {
+                let value = value.trim();
+                if token::is_well_formed(value) {
+                    Credential::Bearer {
+                        token_hash: SecretHash::of(value),
+                    }
+                } else {
+                    Credential::BadBearer
                 }
             }
             _ => Credential::Malformed,
@@ -67,7 +76,7 @@ pub fn extract(headers: &HeaderMap, cookie_name: &str) -> Credential {
     match found {
         None => Credential::None,
         Some(v) if is_well_formed_session_secret(v) => Credential::Session {
-            token_hash: hash_secret(v),
+            token_hash: SecretHash::of(v),
         },
         Some(_) => Credential::Malformed,
     }
@@ -114,7 +123,7 @@ mod tests {
         assert_eq!(
             extract(&h, "xgw_session"),
             Credential::Session {
-                token_hash: hash_secret(&s)
+                token_hash: SecretHash::of(&s)
             }
         );
         assert_eq!(
@@ -139,6 +148,29 @@ mod tests {
             headers(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]),
         ] {
             assert_eq!(extract(&h, "xgw_session"), Credential::Malformed, "{h:?}");
+        }
+    }
+
+    #[test]
+    fn a_bearer_value_is_a_service_token_or_bad() {
+        let t = token::new_token();
+        for value in [format!("Bearer {t}"), format!("bearer  {t} ")] {
+            assert_eq!(
+                extract(&headers(&[("authorization", &value)]), "xgw_session"),
+                Credential::Bearer {
+                    token_hash: SecretHash::of(&t)
+                },
+                "{value}"
+            );
+        }
+        let other_last = if t.ends_with('x') { "y" } else { "x" };
+        let typo = format!("Bearer {}{other_last}", &t[..t.len() - 1]);
+        for value in ["Bearer xgs_abc", "Bearer not-a-token", typo.as_str()] {
+            assert_eq!(
+                extract(&headers(&[("authorization", value)]), "xgw_session"),
+                Credential::BadBearer,
+                "{value}"
+            );
         }
     }
 

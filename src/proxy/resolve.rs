@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::auth::identity::Identity;
+use crate::auth::secret::SecretHash;
 use crate::auth::{session, token};
 use crate::clock::UnixTime;
 use crate::metrics::Metrics;
@@ -19,13 +20,9 @@ pub struct Resolver {
 
 impl Resolver {
     /// A cache hit, counted as a hit or a miss.
-    fn cached(&self, key: &str, now: UnixTime) -> Option<Hit> {
+    fn cached(&self, key: &SecretHash, now: UnixTime) -> Option<Hit> {
         let hit = self.cache.get(key, now);
-        let result = if hit.is_some() { "hit" } else { "miss" };
-        self.metrics
-            .cache_lookups
-            .with_label_values(&[result])
-            .inc();
+        self.metrics.count_cache_lookup(hit.is_some());
         hit
     }
 
@@ -33,7 +30,7 @@ impl Resolver {
     /// since `generation`, see `AuthCache::insert`).
     fn remember(
         &self,
-        key: &str,
+        key: &SecretHash,
         identity: Identity,
         valid_until: UnixTime,
         token_rules: Option<token::UseRules>,
@@ -46,22 +43,21 @@ impl Resolver {
             valid_until,
             token_rules,
         });
-        self.cache
-            .insert(key.to_string(), auth.clone(), now, generation);
+        self.cache.insert(*key, auth.clone(), now, generation);
         auth
     }
 
     /// `Ok(None)`: the session is unknown, ended or expired.
     pub async fn session(
         &self,
-        token_hash: &str,
+        token_hash: &SecretHash,
         now: UnixTime,
     ) -> Result<Option<Hit>, StoreError> {
         if let Some(hit) = self.cached(token_hash, now) {
             return Ok(Some(hit));
         }
         let generation = self.cache.generation();
-        let Some(stored) = self.store.session_by_token(token_hash).await? else {
+        let Some(stored) = self.store.session_by_token(&token_hash.hex()).await? else {
             return Ok(None);
         };
         let org = match self.cache.org(&stored.org_id, now) {
@@ -93,12 +89,16 @@ impl Resolver {
     }
 
     /// `Ok(None)`: no such token, or its owner may no longer use it.
-    pub async fn token(&self, token_hash: &str, now: UnixTime) -> Result<Option<Hit>, StoreError> {
+    pub async fn token(
+        &self,
+        token_hash: &SecretHash,
+        now: UnixTime,
+    ) -> Result<Option<Hit>, StoreError> {
         if let Some(hit) = self.cached(token_hash, now) {
             return Ok(Some(hit));
         }
         let generation = self.cache.generation();
-        let Some(stored) = self.store.token_by_hash(token_hash).await? else {
+        let Some(stored) = self.store.token_by_hash(&token_hash.hex()).await? else {
             return Ok(None);
         };
         let user = self.store.get_user(&stored.user_id).await?;

@@ -9,6 +9,7 @@
 //! that overtook the slow lookup could be undone by it.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -16,6 +17,7 @@ use http::HeaderValue;
 
 use super::{Invalidation, Organization, SharedStore, StoreResult};
 use crate::auth::identity::Identity;
+use crate::auth::secret::SecretHash;
 use crate::auth::token::UseRules;
 use crate::clock::UnixTime;
 
@@ -83,8 +85,34 @@ pub struct Hit {
     pub touch_due: bool,
 }
 
+/// The entries' hasher: a `SecretHash` is a SHA-256 output and hashes itself as its first 8
+/// bytes, which this passes through. SipHash over them would cost more than the rest of a lookup
+/// and buys nothing here: only credentials the store vouched for are inserted, and their secrets
+/// are random, so no client can choose keys that collide.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write_u64(&mut self, first_bytes: u64) {
+        self.0 = first_bytes;
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not reached (`SecretHash` writes one u64); correct anyway if another key type did.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+}
+
+type Entries = HashMap<SecretHash, Entry, BuildHasherDefault<PassThrough>>;
+
 pub struct AuthCache {
-    entries: Mutex<HashMap<String, Entry>>,
+    entries: Mutex<Entries>,
     orgs: Mutex<HashMap<String, (Arc<Organization>, UnixTime)>>,
     generation: AtomicU64,
     ttl_secs: i64,
@@ -99,7 +127,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl AuthCache {
     pub fn new(ttl_secs: i64, max_entries: usize) -> Self {
         Self {
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Entries::default()),
             orgs: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
             ttl_secs,
@@ -107,7 +135,7 @@ impl AuthCache {
         }
     }
 
-    pub fn get(&self, key: &str, now: UnixTime) -> Option<Hit> {
+    pub fn get(&self, key: &SecretHash, now: UnixTime) -> Option<Hit> {
         let mut entries = lock(&self.entries);
         let entry = entries.get_mut(key)?;
         if now >= entry.auth.valid_until || now >= entry.fetched_at + self.ttl_secs {
@@ -135,7 +163,7 @@ impl AuthCache {
     }
 
     /// Caches a freshly verified credential unless an invalidation happened since `generation`.
-    pub fn insert(&self, key: String, auth: Arc<CachedAuth>, now: UnixTime, generation: u64) {
+    pub fn insert(&self, key: SecretHash, auth: Arc<CachedAuth>, now: UnixTime, generation: u64) {
         let mut entries = lock(&self.entries);
         if self.generation.load(Ordering::SeqCst) != generation {
             return;
@@ -155,7 +183,7 @@ impl AuthCache {
         );
     }
 
-    pub fn set_jwt(&self, key: &str, token: HeaderValue, exp: UnixTime) {
+    pub fn set_jwt(&self, key: &SecretHash, token: HeaderValue, exp: UnixTime) {
         if let Some(entry) = lock(&self.entries).get_mut(key) {
             entry.jwt = Some((token, exp));
         }
@@ -182,7 +210,10 @@ impl AuthCache {
         let mut entries = lock(&self.entries);
         match what {
             Invalidation::Session(hash) | Invalidation::Token(hash) => {
-                entries.remove(hash);
+                // A key that is not a hash was never cached.
+                if let Some(key) = SecretHash::from_hex(hash) {
+                    entries.remove(&key);
+                }
             }
             Invalidation::Org(id) => {
                 entries.retain(|_, e| &*e.auth.identity.org_id != id.as_str());
@@ -225,6 +256,10 @@ mod tests {
     use super::*;
     use crate::auth::identity::AuthMethod;
 
+    fn key(name: &str) -> SecretHash {
+        SecretHash::of(name)
+    }
+
     fn auth(org: &str, user: &str, until: UnixTime) -> Arc<CachedAuth> {
         Arc::new(CachedAuth {
             identity: Identity {
@@ -245,43 +280,58 @@ mod tests {
     #[test]
     fn entries_expire_with_ttl_and_credential() {
         let c = AuthCache::new(30, 100);
-        c.insert("k".into(), auth("o", "u", 1_050), 1_000, c.generation());
-        assert!(c.get("k", 1_029).is_some());
-        assert!(c.get("k", 1_030).is_none());
-        c.insert("k".into(), auth("o", "u", 1_010), 1_000, c.generation());
-        assert!(c.get("k", 1_010).is_none());
+        c.insert(key("k"), auth("o", "u", 1_050), 1_000, c.generation());
+        assert!(c.get(&key("k"), 1_029).is_some());
+        assert!(c.get(&key("k"), 1_030).is_none());
+        c.insert(key("k"), auth("o", "u", 1_010), 1_000, c.generation());
+        assert!(c.get(&key("k"), 1_010).is_none());
     }
 
     #[test]
     fn touch_is_due_once_a_minute_and_jwt_is_reused_until_near_expiry() {
         let c = AuthCache::new(300, 100);
-        c.insert("k".into(), auth("o", "u", 10_000), 1_000, c.generation());
-        assert!(!c.get("k", 1_000).unwrap().touch_due);
-        assert!(c.get("k", 1_060).unwrap().touch_due);
-        assert!(!c.get("k", 1_061).unwrap().touch_due);
-        c.set_jwt("k", HeaderValue::from_static("jwt"), 1_300);
-        assert!(c.get("k", 1_200).unwrap().jwt.is_some());
-        assert!(c.get("k", 1_241).unwrap().jwt.is_none());
+        c.insert(key("k"), auth("o", "u", 10_000), 1_000, c.generation());
+        assert!(!c.get(&key("k"), 1_000).unwrap().touch_due);
+        assert!(c.get(&key("k"), 1_060).unwrap().touch_due);
+        assert!(!c.get(&key("k"), 1_061).unwrap().touch_due);
+        c.set_jwt(&key("k"), HeaderValue::from_static("jwt"), 1_300);
+        assert!(c.get(&key("k"), 1_200).unwrap().jwt.is_some());
+        assert!(c.get(&key("k"), 1_241).unwrap().jwt.is_none());
     }
 
     #[test]
     fn an_invalidation_during_a_lookup_wins() {
         let c = AuthCache::new(30, 100);
         let seen = c.generation();
-        c.invalidate(&Invalidation::Session("k".into()));
-        c.insert("k".into(), auth("o", "u", 2_000), 1_000, seen);
-        assert!(c.get("k", 1_000).is_none());
+        c.invalidate(&Invalidation::Session(key("k").hex()));
+        c.insert(key("k"), auth("o", "u", 2_000), 1_000, seen);
+        assert!(c.get(&key("k"), 1_000).is_none());
+    }
+
+    #[test]
+    fn session_and_token_invalidations_name_the_store_key() {
+        let c = AuthCache::new(30, 100);
+        c.insert(key("s"), auth("o", "u", 2_000), 1_000, c.generation());
+        c.insert(key("t"), auth("o", "u", 2_000), 1_000, c.generation());
+        // Not a hash: nothing can be cached under it, nothing is evicted.
+        c.invalidate(&Invalidation::Session("not-a-hash".into()));
+        assert_eq!(c.len(), 2);
+        c.invalidate(&Invalidation::Session(key("s").hex()));
+        assert!(c.get(&key("s"), 1_000).is_none());
+        assert!(c.get(&key("t"), 1_000).is_some());
+        c.invalidate(&Invalidation::Token(key("t").hex()));
+        assert!(c.is_empty());
     }
 
     #[test]
     fn org_and_user_invalidations_drop_their_entries() {
         let c = AuthCache::new(30, 100);
-        c.insert("a".into(), auth("o1", "u1", 2_000), 1_000, c.generation());
-        c.insert("b".into(), auth("o2", "u2", 2_000), 1_000, c.generation());
+        c.insert(key("a"), auth("o1", "u1", 2_000), 1_000, c.generation());
+        c.insert(key("b"), auth("o2", "u2", 2_000), 1_000, c.generation());
         c.invalidate(&Invalidation::Org("o1".into()));
-        assert!(c.get("a", 1_000).is_none());
-        assert!(c.get("b", 1_000).is_some());
+        assert!(c.get(&key("a"), 1_000).is_none());
+        assert!(c.get(&key("b"), 1_000).is_some());
         c.invalidate(&Invalidation::User("u2".into()));
-        assert!(c.get("b", 1_000).is_none());
+        assert!(c.get(&key("b"), 1_000).is_none());
     }
 }
