@@ -10,6 +10,9 @@
 //! passthrough (this executable again, see `servers.rs`), the real `xelon-gateway serve` on the
 //! embedded store, a redis-server and two gateway replicas on it. Every load run is bounded in
 //! time, and a watchdog ends the whole benchmark if it overstays.
+//!
+//! With 2 or more CPUs every proxy under test runs alone on the last CPU and everything else on
+//! the others (`procs::command`; `--no-pin` turns it off).
 
 mod procs;
 mod profile;
@@ -20,11 +23,10 @@ mod servers;
 mod tools;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use procs::{free_port, wait_for_port, Proc};
+use procs::{free_port, wait_for_port, Proc, Role};
 use report::{cpu_times, loadavg, median, Results};
 use seed::{create_token, login, seed_directory, Gateway};
 use tools::{Scripts, Wrk, WrkResult};
@@ -42,6 +44,8 @@ struct Opts {
     oha_connections: u32,
     trials: usize,
     login_secs: u32,
+    /// Pin the proxies to the last CPU and the rest to the others (off with `--no-pin`).
+    pin: bool,
     /// `--perf DIR`: instead of the benchmark, record `perf` profiles of the proxies under load.
     perf: Option<PathBuf>,
     /// `--callgrind DIR`: instead of the benchmark, run the bare proxy and the embedded gateway
@@ -81,6 +85,7 @@ impl Opts {
             oha_connections: 16,
             trials: value("--trials").map_or(trials, |v| v.max(1) as usize),
             login_secs,
+            pin: !flag("--no-pin"),
             perf: path("--perf"),
             callgrind: path("--callgrind"),
         }
@@ -195,6 +200,8 @@ struct Sample {
 
 struct Bench<'a> {
     opts: &'a Opts,
+    /// What the report says about CPU pinning (`procs::pin_cpus`).
+    pinning: String,
     dir: PathBuf,
     scripts: Scripts,
     oha: PathBuf,
@@ -263,8 +270,10 @@ async fn run(opts: &Opts) -> Result<Vec<(String, bool)>, String> {
         .tempdir()
         .map_err(|e| e.to_string())?
         .keep();
+    let pinning = procs::pin_cpus(opts.pin);
+    eprintln!("load benchmark: {pinning}");
     let outcome = async {
-        let mut bench = Bench::start(opts, oha.unwrap_or_default(), dir.clone()).await?;
+        let mut bench = Bench::start(opts, pinning, oha.unwrap_or_default(), dir.clone()).await?;
         let report = bench.measure().await?;
         Ok::<_, String>((report, std::mem::take(&mut bench.checks)))
         // `bench` drops here: every process it started is killed.
@@ -283,7 +292,12 @@ async fn run(opts: &Opts) -> Result<Vec<(String, bool)>, String> {
 
 impl<'a> Bench<'a> {
     /// Starts every process, with its log in `dir`, and seeds the gateways.
-    async fn start(opts: &'a Opts, oha: PathBuf, dir: PathBuf) -> Result<Bench<'a>, String> {
+    async fn start(
+        opts: &'a Opts,
+        pinning: String,
+        oha: PathBuf,
+        dir: PathBuf,
+    ) -> Result<Bench<'a>, String> {
         let io = |e: std::io::Error| e.to_string();
         let scripts = Scripts::write(&dir).map_err(io)?;
         let bin = Path::new(GATEWAY_BIN);
@@ -293,7 +307,7 @@ impl<'a> Bench<'a> {
         let up_port = free_port();
         let mut upstream = Proc::spawn(
             "upstream",
-            Command::new(&me)
+            procs::command(Role::Rest, &me)
                 .arg("__upstream")
                 .arg(format!("127.0.0.1:{up_port}")),
             &dir,
@@ -339,15 +353,7 @@ impl<'a> Bench<'a> {
 
         // The bare proxy reads the embedded gateway's config: same server settings, same peer.
         let bare_port = free_port();
-        let bare_wrapper = valgrind("bare");
-        let mut bare_cmd = match bare_wrapper.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(&me);
-                c
-            }
-            None => Command::new(&me),
-        };
+        let mut bare_cmd = procs::wrapped_command(Role::Proxy, &valgrind("bare"), &me);
         bare_cmd
             .arg("__bare-proxy")
             .arg(&emb.config)
@@ -357,7 +363,7 @@ impl<'a> Bench<'a> {
         let redis_port = free_port();
         let mut redis_proc = Proc::spawn(
             "redis-server",
-            Command::new("redis-server")
+            procs::command(Role::Rest, "redis-server")
                 .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--save", "", "--appendonly", "no"])
                 .arg("--dir")
@@ -408,8 +414,25 @@ impl<'a> Bench<'a> {
         let (emb_token, _) = create_token(&emb, &emb_login, &emb_org, "load").await?;
         let r_admin = login(&ra).await?;
         let (r_token, _) = create_token(&ra, &r_admin, &r_org, "load").await?;
+
+        // Read back where every long-running process may run, once it is up.
+        let mut checks = Vec::new();
+        for (p, role) in [
+            (&upstream, Role::Rest),
+            (&redis_proc, Role::Rest),
+            (&bare, Role::Proxy),
+            (emb.proc_(), Role::Proxy),
+            (emb_jwt.proc_(), Role::Proxy),
+            (ra.proc_(), Role::Proxy),
+            (rb.proc_(), Role::Proxy),
+        ] {
+            if let Some(ok) = p.verify_pinned(role) {
+                checks.push((format!("pinned to the {role:?} CPUs: {}", p.name), ok));
+            }
+        }
         Ok(Bench {
             opts,
+            pinning,
             dir,
             scripts,
             oha,
@@ -431,7 +454,7 @@ impl<'a> Bench<'a> {
             emb_jwt_cookie,
             emb_token,
             r_token,
-            checks: Vec::new(),
+            checks,
         })
     }
 

@@ -1,11 +1,13 @@
 //! Profiling modes of the load benchmark: `--perf DIR` records perf profiles of the proxies under
 //! load; `--callgrind DIR` counts instructions and allocations per request under callgrind.
+//! Processes are pinned as in the benchmark itself (harmless under callgrind, which counts).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::procs::{self, Role};
 use crate::{Bench, Target};
 
 impl Bench<'_> {
@@ -26,7 +28,7 @@ impl Bench<'_> {
         ] {
             let data = dir.join(format!("{name}.perf.data"));
             let pid = self.proc_of(targets[i].via).pid();
-            let mut perf = tokio::process::Command::new("perf")
+            let mut perf = tokio::process::Command::from(procs::command(Role::Rest, "perf"))
                 .args(["record", "-F", "999", "--call-graph", "dwarf,32768", "-o"])
                 .arg(&data)
                 .args(["-p", &pid.to_string()])
@@ -85,7 +87,7 @@ impl Bench<'_> {
                     .map_err(|e| format!("callgrind_control: {e}"))
             };
             control("-z")?;
-            let status = tokio::process::Command::new(&self.oha)
+            let status = tokio::process::Command::from(procs::command(Role::Rest, &self.oha))
                 .args(["--no-tui", "-n", &n.to_string(), "-c", "4", "-H"])
                 .arg(t.cred.header().unwrap_or_default())
                 .arg(self.url_of(t.via))

@@ -153,6 +153,7 @@ impl Bench<'_> {
              --latency-correction, {} connections, {} s per run",
             o.connections, o.secs, o.oha_connections, o.latency_secs
         );
+        let _ = writeln!(out, "- {}", self.pinning);
         let _ = writeln!(
             out,
             "\n| throughput (closed loop) | req/s | ÷ baseline | target | proxy CPU µs/req | proxy cores busy | upstream CPU µs/req | Redis commands/req | cache misses |"
