@@ -12,7 +12,9 @@
 //! time, and a watchdog ends the whole benchmark if it overstays.
 //!
 //! With 2 or more CPUs every proxy under test runs alone on the last CPU and everything else on
-//! the others (`procs::command`; `--no-pin` turns it off).
+//! the others (`procs::command`; `--no-pin` turns it off). Each gateway row's throughput is
+//! divided by a bare run that sends the same credential header (`Target::baseline`), so that
+//! the ratio is what authentication costs for the same client traffic.
 
 mod procs;
 mod profile;
@@ -158,6 +160,8 @@ enum Via {
 
 #[derive(Clone)]
 enum Cred {
+    /// No credential header at all.
+    None,
     Cookie(String),
     Bearer(String),
     /// A different, never used session for every request (wrk Lua script).
@@ -169,19 +173,32 @@ impl Cred {
         match self {
             Cred::Cookie(c) => Some(format!("Cookie: xgw_session={c}")),
             Cred::Bearer(t) => Some(format!("Authorization: Bearer {t}")),
-            Cred::Rotating => None,
+            Cred::None | Cred::Rotating => None,
         }
     }
 }
 
 struct Target {
+    /// Short, and safe in a file name: the row's name in the `--perf` and `--callgrind` output,
+    /// and what `baseline` refers to.
+    name: &'static str,
     label: &'static str,
     via: Via,
     cred: Cred,
-    /// Compared with this target's throughput (index into the target list).
-    baseline: usize,
+    /// The `name` of the row this one's throughput is divided by, in the same round: for a
+    /// gateway row, the bare proxy sent the same credential header. It runs earlier in each
+    /// round; a row that is its own baseline has ratio 1.
+    baseline: &'static str,
     /// Cached credentials: ≥ 0.90 × bare, ≤ 0.01 store round trips per request.
     cached: bool,
+}
+
+/// The position of the row called `name` (a fixed name from `Bench::targets`).
+fn row(targets: &[Target], name: &str) -> usize {
+    targets
+        .iter()
+        .position(|t| t.name == name)
+        .unwrap_or_else(|| panic!("no target row {name:?}"))
 }
 
 /// One closed-loop run.
@@ -553,64 +570,93 @@ impl<'a> Bench<'a> {
         })
     }
 
+    /// Every closed-loop row, in the order each round runs them (a baseline before the rows
+    /// divided by it). Session cookies and service tokens each have one fixed length, so the
+    /// bare runs with the embedded gateway's cookie and token send requests of exactly the size
+    /// every cached gateway row sends.
     fn targets(&self) -> Vec<Target> {
         let cookie = Cred::Cookie(self.emb_cookie.clone());
+        let bearer = Cred::Bearer(self.emb_token.clone());
         vec![
             Target {
-                label: "bare pingora passthrough",
+                name: "bare",
+                label: "bare pingora passthrough, no credential header",
                 via: Via::Bare,
-                cred: cookie.clone(),
-                baseline: 0,
+                cred: Cred::None,
+                baseline: "bare",
+                cached: false,
+            },
+            // Against the plain run: what carrying the header costs the passthrough itself.
+            Target {
+                name: "bare-bearer",
+                label: "bare passthrough, Bearer token header",
+                via: Via::Bare,
+                cred: bearer.clone(),
+                baseline: "bare",
                 cached: false,
             },
             Target {
+                name: "bare-cookie",
+                label: "bare passthrough, session cookie header",
+                via: Via::Bare,
+                cred: cookie.clone(),
+                baseline: "bare",
+                cached: false,
+            },
+            Target {
+                name: "gateway-bearer",
                 label: "gateway, embedded, Bearer token (cached)",
                 via: Via::Embedded,
-                cred: Cred::Bearer(self.emb_token.clone()),
-                baseline: 0,
+                cred: bearer,
+                baseline: "bare-bearer",
                 cached: true,
             },
             Target {
+                name: "gateway-cookie",
                 label: "gateway, embedded, session cookie (cached)",
                 via: Via::Embedded,
                 cred: cookie,
-                baseline: 0,
+                baseline: "bare-cookie",
                 cached: true,
             },
             Target {
+                name: "gateway-redis-bearer",
                 label: "gateway, Redis, Bearer token (cached)",
                 via: Via::RedisA,
                 cred: Cred::Bearer(self.r_token.clone()),
-                baseline: 0,
+                baseline: "bare-bearer",
                 cached: true,
             },
             Target {
+                name: "gateway-redis-cookie",
                 label: "gateway, Redis, session cookie (cached)",
                 via: Via::RedisA,
                 cred: Cred::Cookie(self.r_admin.cookie.clone()),
-                baseline: 0,
+                baseline: "bare-cookie",
                 cached: true,
             },
             Target {
+                name: "bare-new-cookie",
                 label: "bare passthrough, new cookie per request",
                 via: Via::Bare,
                 cred: Cred::Rotating,
-                baseline: 5,
+                baseline: "bare-new-cookie",
                 cached: false,
             },
             Target {
+                name: "gateway-redis-cold",
                 label: "gateway, Redis, session cookie, cache cold",
                 via: Via::RedisA,
                 cred: Cred::Rotating,
-                baseline: 5,
+                baseline: "bare-new-cookie",
                 cached: false,
             },
-            // Last, so the indices above stay what the report and latency runs refer to.
             Target {
+                name: "gateway-cookie-jwt-only",
                 label: "gateway, embedded, session cookie (cached), JWT only",
                 via: Via::EmbeddedJwtOnly,
                 cred: Cred::Cookie(self.emb_jwt_cookie.clone()),
-                baseline: 0,
+                baseline: "bare-cookie",
                 cached: true,
             },
         ]
@@ -622,7 +668,7 @@ impl<'a> Bench<'a> {
         let cpu_before = cpu_times();
         let opts = self.opts;
         let targets = self.targets();
-        let redis_cached = 4;
+        let redis_cached = row(&targets, "gateway-redis-cookie");
 
         // Warm up connection pools, caches and JWTs (not recorded).
         for t in targets.iter().filter(|t| !matches!(t.cred, Cred::Rotating)) {
@@ -657,13 +703,14 @@ impl<'a> Bench<'a> {
                     _ => None,
                 };
                 let mut s = self.closed_loop(t, opts.secs, cookies).await?;
-                s.ratio = if i == t.baseline {
+                let baseline = row(&targets, t.baseline);
+                s.ratio = if i == baseline {
                     1.0
                 } else {
-                    s.rps / this[t.baseline].rps
+                    s.rps / this[baseline].rps
                 };
                 eprintln!(
-                    "round {}/{}  {:<45} {:>9.0} req/s  ratio {:.3}  {:.1} µs CPU/req",
+                    "round {}/{}  {:<52} {:>9.0} req/s  ratio {:.3}  {:.1} µs CPU/req",
                     round + 1,
                     opts.rounds,
                     t.label,
@@ -711,13 +758,27 @@ impl<'a> Bench<'a> {
         // oha spends more CPU per request than wrk, and on 2 cores the load generator shares
         // the machine with the proxy: half of wrk's figure would overload the machine and
         // measure the run queue, not the proxy.
-        let bare_header = targets[0].cred.header().unwrap_or_default();
+        // One bare baseline for all latency rows, the first: the bare proxy with the session
+        // cookie header, the request the cookie rows send (the Bearer row's header is 9 bytes
+        // longer), which is also the bare request this section has always used. What a header
+        // costs the passthrough (~0.1 µs) is far below the noise of a latency percentile here.
+        let lat_targets: Vec<usize> = [
+            "bare-cookie",
+            "gateway-bearer",
+            "gateway-cookie",
+            "gateway-redis-cookie",
+        ]
+        .iter()
+        .map(|name| row(&targets, name))
+        .collect();
+        let lat_bare = &targets[lat_targets[0]];
+        let bare_header = lat_bare.cred.header();
         let mut capacity = Vec::new();
         for _ in 0..opts.rounds.min(3) {
             let r = tools::oha_run(
                 &self.oha,
-                &self.url_of(Via::Bare),
-                &bare_header,
+                &self.url_of(lat_bare.via),
+                bare_header.as_deref(),
                 None,
                 opts.oha_connections,
                 opts.secs.min(3),
@@ -733,7 +794,6 @@ impl<'a> Bench<'a> {
             .iter()
             .map(|f| (oha_capacity * f).max(50.0).round())
             .collect();
-        let lat_targets = [0usize, 1, 2, 4];
         let mut lat: Vec<Vec<Vec<tools::OhaResult>>> =
             vec![vec![Vec::new(); lat_targets.len()]; rates.len()];
         for round in 0..opts.rounds {
@@ -743,18 +803,18 @@ impl<'a> Bench<'a> {
                 .flat_map(|r| lat_targets.iter().enumerate().map(move |t| (r, t)))
             {
                 let t = &targets[i];
-                let header = t.cred.header().unwrap_or_default();
+                let header = t.cred.header();
                 let r = tools::oha_run(
                     &self.oha,
                     &self.url_of(t.via),
-                    &header,
+                    header.as_deref(),
                     Some(rate),
                     opts.oha_connections,
                     opts.latency_secs,
                 )
                 .await?;
                 eprintln!(
-                    "round {}/{}  {:<45} at {rate:.0}/s: p50 {:.3} ms  p99 {:.3} ms  ({:.0} req/s done)",
+                    "round {}/{}  {:<52} at {rate:.0}/s: p50 {:.3} ms  p99 {:.3} ms  ({:.0} req/s done)",
                     round + 1,
                     opts.rounds,
                     t.label,
@@ -817,7 +877,7 @@ impl<'a> Bench<'a> {
             tp,
             oha_capacity,
             rates,
-            lat_targets: lat_targets.to_vec(),
+            lat_targets,
             lat,
             sessions,
             tokens,

@@ -140,11 +140,11 @@ pub struct OhaResult {
 
 /// oha at a fixed rate, latencies corrected for coordinated omission (measured from when each
 /// request was due, not from when a busy connection got round to sending it); or, with no
-/// rate, as fast as it can (closed loop).
+/// rate, as fast as it can (closed loop). `header`: one extra request header, if any.
 pub async fn oha_run(
     oha: &Path,
     url: &str,
-    header: &str,
+    header: Option<&str>,
     rate: Option<f64>,
     connections: u32,
     secs: u32,
@@ -162,7 +162,10 @@ pub async fn oha_run(
             .arg(format!("{rate:.0}"))
             .arg("--latency-correction");
     }
-    cmd.arg("-H").arg(header).arg(url);
+    if let Some(header) = header {
+        cmd.arg("-H").arg(header);
+    }
+    cmd.arg(url);
     let out = run_bounded(cmd, secs).await?;
     let start = out
         .find('{')
