@@ -215,7 +215,7 @@ impl Bench<'_> {
             let lat = &r.lat[k];
             let _ = writeln!(
                 out,
-                "\n| latency at {rate:.0} req/s ({} of bare's {:.0} req/s under oha), CO-corrected; added = − the first row | p50 ms | p99 ms | added p50 ms | added p99 ms | target (added p99 ≤ 0.3 ms) |",
+                "\n| latency at {rate:.0} req/s ({} of bare's {:.0} req/s under oha), CO-corrected; added = row − first row | p50 ms | p99 ms | added p50 ms | added p99 ms | target (added p99 ≤ 0.3 ms) |",
                 if k == 0 { "½" } else { "¼" },
                 r.oha_capacity
             );
