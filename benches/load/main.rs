@@ -10,6 +10,11 @@
 //! passthrough (this executable again, see `servers.rs`), the real `xelon-gateway serve` on the
 //! embedded store, a redis-server and two gateway replicas on it. Every load run is bounded in
 //! time, and a watchdog ends the whole benchmark if it overstays.
+//!
+//! With 2 or more CPUs every proxy under test runs alone on the last CPU and everything else on
+//! the others (`procs::command`; `--no-pin` turns it off). Each gateway row's throughput is
+//! divided by a bare run that sends the same credential header (`Target::baseline`), so that
+//! the ratio is what authentication costs for the same client traffic.
 
 mod procs;
 mod profile;
@@ -20,11 +25,10 @@ mod servers;
 mod tools;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use procs::{free_port, wait_for_port, Proc};
+use procs::{free_port, wait_for_port, Proc, Role};
 use report::{cpu_times, loadavg, median, Results};
 use seed::{create_token, login, seed_directory, Gateway};
 use tools::{Scripts, Wrk, WrkResult};
@@ -42,6 +46,8 @@ struct Opts {
     oha_connections: u32,
     trials: usize,
     login_secs: u32,
+    /// Pin the proxies to the last CPU and the rest to the others (off with `--no-pin`).
+    pin: bool,
     /// `--perf DIR`: instead of the benchmark, record `perf` profiles of the proxies under load.
     perf: Option<PathBuf>,
     /// `--callgrind DIR`: instead of the benchmark, run the bare proxy and the embedded gateway
@@ -81,6 +87,7 @@ impl Opts {
             oha_connections: 16,
             trials: value("--trials").map_or(trials, |v| v.max(1) as usize),
             login_secs,
+            pin: !flag("--no-pin"),
             perf: path("--perf"),
             callgrind: path("--callgrind"),
         }
@@ -153,6 +160,8 @@ enum Via {
 
 #[derive(Clone)]
 enum Cred {
+    /// No credential header at all.
+    None,
     Cookie(String),
     Bearer(String),
     /// A different, never used session for every request (wrk Lua script).
@@ -164,19 +173,32 @@ impl Cred {
         match self {
             Cred::Cookie(c) => Some(format!("Cookie: xgw_session={c}")),
             Cred::Bearer(t) => Some(format!("Authorization: Bearer {t}")),
-            Cred::Rotating => None,
+            Cred::None | Cred::Rotating => None,
         }
     }
 }
 
 struct Target {
+    /// Short, and safe in a file name: the row's name in the `--perf` and `--callgrind` output,
+    /// and what `baseline` refers to.
+    name: &'static str,
     label: &'static str,
     via: Via,
     cred: Cred,
-    /// Compared with this target's throughput (index into the target list).
-    baseline: usize,
+    /// The `name` of the row this one's throughput is divided by, in the same round: for a
+    /// gateway row, the bare proxy sent the same credential header. It runs earlier in each
+    /// round; a row that is its own baseline has ratio 1.
+    baseline: &'static str,
     /// Cached credentials: ≥ 0.90 × bare, ≤ 0.01 store round trips per request.
     cached: bool,
+}
+
+/// The position of the row called `name` (a fixed name from `Bench::targets`).
+fn row(targets: &[Target], name: &str) -> usize {
+    targets
+        .iter()
+        .position(|t| t.name == name)
+        .unwrap_or_else(|| panic!("no target row {name:?}"))
 }
 
 /// One closed-loop run.
@@ -195,6 +217,8 @@ struct Sample {
 
 struct Bench<'a> {
     opts: &'a Opts,
+    /// What the report says about CPU pinning (`procs::pin_cpus`).
+    pinning: String,
     dir: PathBuf,
     scripts: Scripts,
     oha: PathBuf,
@@ -263,8 +287,10 @@ async fn run(opts: &Opts) -> Result<Vec<(String, bool)>, String> {
         .tempdir()
         .map_err(|e| e.to_string())?
         .keep();
+    let pinning = procs::pin_cpus(opts.pin);
+    eprintln!("load benchmark: {pinning}");
     let outcome = async {
-        let mut bench = Bench::start(opts, oha.unwrap_or_default(), dir.clone()).await?;
+        let mut bench = Bench::start(opts, pinning, oha.unwrap_or_default(), dir.clone()).await?;
         let report = bench.measure().await?;
         Ok::<_, String>((report, std::mem::take(&mut bench.checks)))
         // `bench` drops here: every process it started is killed.
@@ -283,7 +309,12 @@ async fn run(opts: &Opts) -> Result<Vec<(String, bool)>, String> {
 
 impl<'a> Bench<'a> {
     /// Starts every process, with its log in `dir`, and seeds the gateways.
-    async fn start(opts: &'a Opts, oha: PathBuf, dir: PathBuf) -> Result<Bench<'a>, String> {
+    async fn start(
+        opts: &'a Opts,
+        pinning: String,
+        oha: PathBuf,
+        dir: PathBuf,
+    ) -> Result<Bench<'a>, String> {
         let io = |e: std::io::Error| e.to_string();
         let scripts = Scripts::write(&dir).map_err(io)?;
         let bin = Path::new(GATEWAY_BIN);
@@ -293,7 +324,7 @@ impl<'a> Bench<'a> {
         let up_port = free_port();
         let mut upstream = Proc::spawn(
             "upstream",
-            Command::new(&me)
+            procs::command(Role::Rest, &me)
                 .arg("__upstream")
                 .arg(format!("127.0.0.1:{up_port}")),
             &dir,
@@ -339,15 +370,7 @@ impl<'a> Bench<'a> {
 
         // The bare proxy reads the embedded gateway's config: same server settings, same peer.
         let bare_port = free_port();
-        let bare_wrapper = valgrind("bare");
-        let mut bare_cmd = match bare_wrapper.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(&me);
-                c
-            }
-            None => Command::new(&me),
-        };
+        let mut bare_cmd = procs::wrapped_command(Role::Proxy, &valgrind("bare"), &me);
         bare_cmd
             .arg("__bare-proxy")
             .arg(&emb.config)
@@ -357,7 +380,7 @@ impl<'a> Bench<'a> {
         let redis_port = free_port();
         let mut redis_proc = Proc::spawn(
             "redis-server",
-            Command::new("redis-server")
+            procs::command(Role::Rest, "redis-server")
                 .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--save", "", "--appendonly", "no"])
                 .arg("--dir")
@@ -408,8 +431,25 @@ impl<'a> Bench<'a> {
         let (emb_token, _) = create_token(&emb, &emb_login, &emb_org, "load").await?;
         let r_admin = login(&ra).await?;
         let (r_token, _) = create_token(&ra, &r_admin, &r_org, "load").await?;
+
+        // Read back where every long-running process may run, once it is up.
+        let mut checks = Vec::new();
+        for (p, role) in [
+            (&upstream, Role::Rest),
+            (&redis_proc, Role::Rest),
+            (&bare, Role::Proxy),
+            (emb.proc_(), Role::Proxy),
+            (emb_jwt.proc_(), Role::Proxy),
+            (ra.proc_(), Role::Proxy),
+            (rb.proc_(), Role::Proxy),
+        ] {
+            if let Some(ok) = p.verify_pinned(role) {
+                checks.push((format!("pinned to the {role:?} CPUs: {}", p.name), ok));
+            }
+        }
         Ok(Bench {
             opts,
+            pinning,
             dir,
             scripts,
             oha,
@@ -431,7 +471,7 @@ impl<'a> Bench<'a> {
             emb_jwt_cookie,
             emb_token,
             r_token,
-            checks: Vec::new(),
+            checks,
         })
     }
 
@@ -530,64 +570,93 @@ impl<'a> Bench<'a> {
         })
     }
 
+    /// Every closed-loop row, in the order each round runs them (a baseline before the rows
+    /// divided by it). Session cookies and service tokens each have one fixed length, so the
+    /// bare runs with the embedded gateway's cookie and token send requests of exactly the size
+    /// every cached gateway row sends.
     fn targets(&self) -> Vec<Target> {
         let cookie = Cred::Cookie(self.emb_cookie.clone());
+        let bearer = Cred::Bearer(self.emb_token.clone());
         vec![
             Target {
-                label: "bare pingora passthrough",
+                name: "bare",
+                label: "bare pingora passthrough, no credential header",
                 via: Via::Bare,
-                cred: cookie.clone(),
-                baseline: 0,
+                cred: Cred::None,
+                baseline: "bare",
+                cached: false,
+            },
+            // Against the plain run: what carrying the header costs the passthrough itself.
+            Target {
+                name: "bare-bearer",
+                label: "bare passthrough, Bearer token header",
+                via: Via::Bare,
+                cred: bearer.clone(),
+                baseline: "bare",
                 cached: false,
             },
             Target {
+                name: "bare-cookie",
+                label: "bare passthrough, session cookie header",
+                via: Via::Bare,
+                cred: cookie.clone(),
+                baseline: "bare",
+                cached: false,
+            },
+            Target {
+                name: "gateway-bearer",
                 label: "gateway, embedded, Bearer token (cached)",
                 via: Via::Embedded,
-                cred: Cred::Bearer(self.emb_token.clone()),
-                baseline: 0,
+                cred: bearer,
+                baseline: "bare-bearer",
                 cached: true,
             },
             Target {
+                name: "gateway-cookie",
                 label: "gateway, embedded, session cookie (cached)",
                 via: Via::Embedded,
                 cred: cookie,
-                baseline: 0,
+                baseline: "bare-cookie",
                 cached: true,
             },
             Target {
+                name: "gateway-redis-bearer",
                 label: "gateway, Redis, Bearer token (cached)",
                 via: Via::RedisA,
                 cred: Cred::Bearer(self.r_token.clone()),
-                baseline: 0,
+                baseline: "bare-bearer",
                 cached: true,
             },
             Target {
+                name: "gateway-redis-cookie",
                 label: "gateway, Redis, session cookie (cached)",
                 via: Via::RedisA,
                 cred: Cred::Cookie(self.r_admin.cookie.clone()),
-                baseline: 0,
+                baseline: "bare-cookie",
                 cached: true,
             },
             Target {
+                name: "bare-new-cookie",
                 label: "bare passthrough, new cookie per request",
                 via: Via::Bare,
                 cred: Cred::Rotating,
-                baseline: 5,
+                baseline: "bare-new-cookie",
                 cached: false,
             },
             Target {
+                name: "gateway-redis-cold",
                 label: "gateway, Redis, session cookie, cache cold",
                 via: Via::RedisA,
                 cred: Cred::Rotating,
-                baseline: 5,
+                baseline: "bare-new-cookie",
                 cached: false,
             },
-            // Last, so the indices above stay what the report and latency runs refer to.
             Target {
+                name: "gateway-cookie-jwt-only",
                 label: "gateway, embedded, session cookie (cached), JWT only",
                 via: Via::EmbeddedJwtOnly,
                 cred: Cred::Cookie(self.emb_jwt_cookie.clone()),
-                baseline: 0,
+                baseline: "bare-cookie",
                 cached: true,
             },
         ]
@@ -599,7 +668,7 @@ impl<'a> Bench<'a> {
         let cpu_before = cpu_times();
         let opts = self.opts;
         let targets = self.targets();
-        let redis_cached = 4;
+        let redis_cached = row(&targets, "gateway-redis-cookie");
 
         // Warm up connection pools, caches and JWTs (not recorded).
         for t in targets.iter().filter(|t| !matches!(t.cred, Cred::Rotating)) {
@@ -634,13 +703,14 @@ impl<'a> Bench<'a> {
                     _ => None,
                 };
                 let mut s = self.closed_loop(t, opts.secs, cookies).await?;
-                s.ratio = if i == t.baseline {
+                let baseline = row(&targets, t.baseline);
+                s.ratio = if i == baseline {
                     1.0
                 } else {
-                    s.rps / this[t.baseline].rps
+                    s.rps / this[baseline].rps
                 };
                 eprintln!(
-                    "round {}/{}  {:<45} {:>9.0} req/s  ratio {:.3}  {:.1} µs CPU/req",
+                    "round {}/{}  {:<52} {:>9.0} req/s  ratio {:.3}  {:.1} µs CPU/req",
                     round + 1,
                     opts.rounds,
                     t.label,
@@ -688,13 +758,28 @@ impl<'a> Bench<'a> {
         // oha spends more CPU per request than wrk, and on 2 cores the load generator shares
         // the machine with the proxy: half of wrk's figure would overload the machine and
         // measure the run queue, not the proxy.
-        let bare_header = targets[0].cred.header().unwrap_or_default();
+        // One bare baseline for all latency rows, the first: the bare proxy with the session
+        // cookie header, the request the cookie rows send (the Bearer row's header is 9 bytes
+        // longer), which is also the bare request this section has always used. What a whole
+        // credential header costs the passthrough (callgrind: ~1.6 k to 1.9 k instructions, no
+        // allocation) is far below the noise of a latency percentile on this machine.
+        let lat_targets: Vec<usize> = [
+            "bare-cookie",
+            "gateway-bearer",
+            "gateway-cookie",
+            "gateway-redis-cookie",
+        ]
+        .iter()
+        .map(|name| row(&targets, name))
+        .collect();
+        let lat_bare = &targets[lat_targets[0]];
+        let bare_header = lat_bare.cred.header();
         let mut capacity = Vec::new();
         for _ in 0..opts.rounds.min(3) {
             let r = tools::oha_run(
                 &self.oha,
-                &self.url_of(Via::Bare),
-                &bare_header,
+                &self.url_of(lat_bare.via),
+                bare_header.as_deref(),
                 None,
                 opts.oha_connections,
                 opts.secs.min(3),
@@ -710,7 +795,6 @@ impl<'a> Bench<'a> {
             .iter()
             .map(|f| (oha_capacity * f).max(50.0).round())
             .collect();
-        let lat_targets = [0usize, 1, 2, 4];
         let mut lat: Vec<Vec<Vec<tools::OhaResult>>> =
             vec![vec![Vec::new(); lat_targets.len()]; rates.len()];
         for round in 0..opts.rounds {
@@ -720,18 +804,18 @@ impl<'a> Bench<'a> {
                 .flat_map(|r| lat_targets.iter().enumerate().map(move |t| (r, t)))
             {
                 let t = &targets[i];
-                let header = t.cred.header().unwrap_or_default();
+                let header = t.cred.header();
                 let r = tools::oha_run(
                     &self.oha,
                     &self.url_of(t.via),
-                    &header,
+                    header.as_deref(),
                     Some(rate),
                     opts.oha_connections,
                     opts.latency_secs,
                 )
                 .await?;
                 eprintln!(
-                    "round {}/{}  {:<45} at {rate:.0}/s: p50 {:.3} ms  p99 {:.3} ms  ({:.0} req/s done)",
+                    "round {}/{}  {:<52} at {rate:.0}/s: p50 {:.3} ms  p99 {:.3} ms  ({:.0} req/s done)",
                     round + 1,
                     opts.rounds,
                     t.label,
@@ -794,7 +878,7 @@ impl<'a> Bench<'a> {
             tp,
             oha_capacity,
             rates,
-            lat_targets: lat_targets.to_vec(),
+            lat_targets,
             lat,
             sessions,
             tokens,

@@ -1,11 +1,13 @@
 //! Child processes of the benchmark: started with their output in a log file, killed when
-//! dropped (and by the watchdog if the run overstays), and measured through /proc.
+//! dropped (and by the watchdog if the run overstays), measured through /proc, and pinned to
+//! CPUs (`command`): the proxy under test alone on the last CPU, everything else on the others.
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Pids of every child we started and have not reaped, for the watchdog.
@@ -64,6 +66,21 @@ impl Proc {
     /// User + system CPU time of the whole process (all threads) so far, in microseconds.
     pub fn cpu_us(&self) -> f64 {
         cpu_us(self.pid())
+    }
+
+    /// Reads back where the process may run (/proc/PID/status) and prints it; while pinning is
+    /// on, whether that is where `role` belongs. Call it once the process is up: until taskset
+    /// has exec'd the program, the pid is taskset's.
+    pub fn verify_pinned(&self, role: Role) -> Option<bool> {
+        let actual = cpus_allowed(self.pid());
+        let wanted = pinned_cpus(role);
+        eprintln!(
+            "{} (pid {}, {role:?}): may run on CPU {}",
+            self.name,
+            self.pid(),
+            cpu_list(&actual)
+        );
+        wanted.map(|w| w == actual)
     }
 }
 
@@ -158,4 +175,140 @@ pub fn have(cmd: &str) -> bool {
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// What a process is to the measurement, and so where it runs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Role {
+    /// A proxy under test (bare proxy, gateways): alone on the last CPU.
+    Proxy,
+    /// Everything else the benchmark starts (upstream, redis-server, wrk, oha, perf): the other
+    /// CPUs, so that it never competes with the proxy for its core.
+    Rest,
+}
+
+/// The CPUs of each role.
+struct Pinning {
+    proxy: Vec<usize>,
+    rest: Vec<usize>,
+}
+
+/// Decided once, by `pin_cpus`, before the first process starts; `None` inside: unpinned.
+static PINNING: OnceLock<Option<Pinning>> = OnceLock::new();
+
+/// Decides whether and where processes are pinned, and returns the line the report prints
+/// about it. Pinning needs at least 2 CPUs (of those this process may run on) and a working
+/// `taskset` (util-linux); without one it warns and runs unpinned.
+///
+/// Why pin: with the proxy alone on its core, the proxy is the bottleneck and a throughput
+/// ratio is a ratio of its CPU per request; and every wakeup between it and its peers (wrk, the
+/// upstream, Redis) crosses cores, the same way for the bare proxy and the gateway. Unpinned,
+/// the scheduler moves the peers between the cores, and the kernel's wakeup cost (~20 % of the
+/// proxy's CPU in a perf profile) changes with where they happened to be.
+pub fn pin_cpus(wanted: bool) -> String {
+    let allowed = cpus_allowed(std::process::id());
+    let (pinning, line) = if !wanted {
+        (None, "no CPU pinning (--no-pin)".to_string())
+    } else if allowed.len() < 2 {
+        (
+            None,
+            format!("no CPU pinning: 1 CPU ({})", cpu_list(&allowed)),
+        )
+    } else if !taskset_works(&allowed) {
+        eprintln!("load benchmark: WARNING: `taskset` (util-linux) is missing or cannot set CPU affinity here; running unpinned");
+        (
+            None,
+            "no CPU pinning: `taskset` missing or not permitted".to_string(),
+        )
+    } else {
+        let (last, others) = allowed.split_last().map_or((0, &[][..]), |(l, o)| (*l, o));
+        let p = Pinning {
+            proxy: vec![last],
+            rest: others.to_vec(),
+        };
+        let line = format!(
+            "CPU pinning (`taskset -c`): every proxy under test on CPU {}; upstream, redis-server, wrk, oha (and perf) on CPU {}",
+            cpu_list(&p.proxy),
+            cpu_list(&p.rest)
+        );
+        (Some(p), line)
+    };
+    let _ = PINNING.set(pinning);
+    line
+}
+
+fn taskset_works(cpus: &[usize]) -> bool {
+    have("taskset")
+        && Command::new("taskset")
+            .args(["-c", &cpu_list(cpus), "true"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+/// The CPUs a process of `role` is pinned to, or `None` if nothing is pinned.
+pub fn pinned_cpus(role: Role) -> Option<Vec<usize>> {
+    PINNING.get()?.as_ref().map(|p| match role {
+        Role::Proxy => p.proxy.clone(),
+        Role::Rest => p.rest.clone(),
+    })
+}
+
+/// A command for `program`, started as `taskset -c LIST program ...` while pinning is on
+/// (taskset sets the affinity and execs `program`: same pid, and the affinity is inherited by
+/// every thread). Add the program's arguments to it as usual.
+pub fn command(role: Role, program: impl AsRef<OsStr>) -> Command {
+    match pinned_cpus(role) {
+        Some(cpus) => {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(cpu_list(&cpus)).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+/// `command` for `program` run under `wrapper` (e.g. valgrind and its options), if any.
+pub fn wrapped_command(role: Role, wrapper: &[String], program: impl AsRef<OsStr>) -> Command {
+    match wrapper.split_first() {
+        Some((first, args)) => {
+            let mut c = command(role, first);
+            c.args(args).arg(program);
+            c
+        }
+        None => command(role, program),
+    }
+}
+
+/// The CPUs process `pid` may run on, from `Cpus_allowed_list` in /proc/PID/status.
+pub fn cpus_allowed(pid: u32) -> Vec<usize> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .map(parse_cpu_list)
+        })
+        .unwrap_or_default()
+}
+
+/// "0-2,5" -> [0, 1, 2, 5].
+fn parse_cpu_list(text: &str) -> Vec<usize> {
+    let mut cpus = Vec::new();
+    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        if let (Ok(a), Ok(b)) = (a.trim().parse::<usize>(), b.trim().parse::<usize>()) {
+            cpus.extend(a..=b);
+        }
+    }
+    cpus
+}
+
+/// [0, 1, 2, 5] -> "0,1,2,5" (taskset's syntax; /proc prints ranges, compare parsed lists).
+pub fn cpu_list(cpus: &[usize]) -> String {
+    cpus.iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }

@@ -1,16 +1,19 @@
 //! Profiling modes of the load benchmark: `--perf DIR` records perf profiles of the proxies under
 //! load; `--callgrind DIR` counts instructions and allocations per request under callgrind.
+//! Processes are pinned as in the benchmark itself (harmless under callgrind, which counts).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::{Bench, Target};
+use crate::procs::{self, Role};
+use crate::{row, Bench, Target};
 
 impl Bench<'_> {
-    /// Records a `perf` profile (with DWARF call graphs) of the bare proxy and of the embedded
-    /// gateway with each cached credential, each under the same closed-loop load.
+    /// Records a `perf` profile (with DWARF call graphs) of the bare proxy (with no credential,
+    /// and with each credential header) and of the gateways with each cached credential, each
+    /// under the same closed-loop load.
     pub(crate) async fn profile(
         &mut self,
         dir: &Path,
@@ -18,15 +21,18 @@ impl Bench<'_> {
     ) -> Result<String, String> {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
         let mut out = String::new();
-        for (i, name) in [
-            (0, "bare"),
-            (1, "gateway-bearer"),
-            (2, "gateway-cookie"),
-            (3, "gateway-redis-bearer"),
+        for name in [
+            "bare",
+            "bare-bearer",
+            "bare-cookie",
+            "gateway-bearer",
+            "gateway-cookie",
+            "gateway-redis-bearer",
         ] {
+            let i = row(targets, name);
             let data = dir.join(format!("{name}.perf.data"));
             let pid = self.proc_of(targets[i].via).pid();
-            let mut perf = tokio::process::Command::new("perf")
+            let mut perf = tokio::process::Command::from(procs::command(Role::Rest, "perf"))
                 .args(["record", "-F", "999", "--call-graph", "dwarf,32768", "-o"])
                 .arg(&data)
                 .args(["-p", &pid.to_string()])
@@ -55,9 +61,10 @@ impl Bench<'_> {
         Ok(out)
     }
 
-    /// With the bare proxy and the embedded gateway under callgrind: zeroes the counters, sends
-    /// the same number of requests (oha, fixed count), dumps, and reads instructions and
-    /// malloc/calloc/realloc calls per request from the dump. Stable where timings are not.
+    /// With the proxies under callgrind: zeroes the counters, sends the same number of requests
+    /// (oha, fixed count), dumps, and reads instructions and malloc/calloc/realloc calls per
+    /// request from the dump. Stable where timings are not. Each row is also given against its
+    /// baseline row (`Target::baseline`): the bare proxy with the same credential header.
     pub(crate) async fn count_instructions(
         &mut self,
         dir: &Path,
@@ -65,17 +72,22 @@ impl Bench<'_> {
     ) -> Result<String, String> {
         let n: u32 = 2000;
         let mut out = format!(
-            "\n| callgrind, {n} requests, 4 connections | instructions/req | allocations/req |\n|---|---:|---:|\n"
+            "\n| callgrind, {n} requests, 4 connections | instructions/req | allocations/req | baseline | added instructions/req | added allocations/req |\n|---|---:|---:|---|---:|---:|\n"
         );
-        for (i, name, dump) in [
-            (0, "bare", "bare"),
-            (1, "gateway-bearer", "gateway"),
-            (2, "gateway-cookie", "gateway"),
-            (3, "gateway-redis-bearer", "gateway-redis"),
-            (4, "gateway-redis-cookie", "gateway-redis"),
-            (7, "gateway-cookie-jwt-only", "gateway-jwt-only"),
+        // Per request, by row name, for the rows after it.
+        let mut counted: Vec<(&str, f64, f64)> = Vec::new();
+        // (row, the name of its process's callgrind output)
+        for (name, dump) in [
+            ("bare", "bare"),
+            ("bare-bearer", "bare"),
+            ("bare-cookie", "bare"),
+            ("gateway-bearer", "gateway"),
+            ("gateway-cookie", "gateway"),
+            ("gateway-redis-bearer", "gateway-redis"),
+            ("gateway-redis-cookie", "gateway-redis"),
+            ("gateway-cookie-jwt-only", "gateway-jwt-only"),
         ] {
-            let t = &targets[i];
+            let t = &targets[row(targets, name)];
             let pid = self.proc_of(t.via).pid().to_string();
             let control = |arg: &str| {
                 Command::new("callgrind_control")
@@ -85,9 +97,12 @@ impl Bench<'_> {
                     .map_err(|e| format!("callgrind_control: {e}"))
             };
             control("-z")?;
-            let status = tokio::process::Command::new(&self.oha)
-                .args(["--no-tui", "-n", &n.to_string(), "-c", "4", "-H"])
-                .arg(t.cred.header().unwrap_or_default())
+            let mut oha = tokio::process::Command::from(procs::command(Role::Rest, &self.oha));
+            oha.args(["--no-tui", "-n", &n.to_string(), "-c", "4"]);
+            if let Some(header) = t.cred.header() {
+                oha.arg("-H").arg(header);
+            }
+            let status = oha
                 .arg(self.url_of(t.via))
                 .stdout(std::process::Stdio::null())
                 .kill_on_drop(true)
@@ -99,12 +114,26 @@ impl Bench<'_> {
             control("-d")?;
             tokio::time::sleep(Duration::from_secs(2)).await;
             let (ir, allocs) = read_callgrind_dumps(dir, dump, &pid)?;
+            let (ir, allocs) = (ir / f64::from(n), allocs / f64::from(n));
+            let added = counted
+                .iter()
+                .find(|(row, _, _)| *row == t.baseline && t.baseline != name)
+                .map_or_else(
+                    || ("".to_string(), "".to_string(), "".to_string()),
+                    |(row, b_ir, b_allocs)| {
+                        (
+                            row.to_string(),
+                            format!("{:+.0}", ir - b_ir),
+                            format!("{:+.1}", allocs - b_allocs),
+                        )
+                    },
+                );
             let _ = writeln!(
                 out,
-                "| {name} | {:.0} | {:.1} |",
-                ir / f64::from(n),
-                allocs / f64::from(n)
+                "| {name} | {ir:.0} | {allocs:.1} | {} | {} | {} |",
+                added.0, added.1, added.2
             );
+            counted.push((name, ir, allocs));
         }
         Ok(out)
     }

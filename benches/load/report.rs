@@ -7,7 +7,7 @@ use std::time::Instant;
 use xelon_gateway::config::Config;
 
 use crate::tools::{self, WrkResult};
-use crate::{replicas, Bench, Sample, Target, Via};
+use crate::{replicas, row, Bench, Sample, Target};
 
 pub(crate) fn median(v: &[f64]) -> f64 {
     let mut s: Vec<f64> = v.iter().copied().filter(|x| !x.is_nan()).collect();
@@ -153,11 +153,12 @@ impl Bench<'_> {
              --latency-correction, {} connections, {} s per run",
             o.connections, o.secs, o.oha_connections, o.latency_secs
         );
+        let _ = writeln!(out, "- {}", self.pinning);
         let _ = writeln!(
             out,
-            "\n| throughput (closed loop) | req/s | ÷ baseline | target | proxy CPU µs/req | proxy cores busy | upstream CPU µs/req | Redis commands/req | cache misses |"
+            "\n| throughput (closed loop) | req/s | ÷ baseline | baseline (same round) | target | proxy CPU µs/req | proxy cores busy | upstream CPU µs/req | Redis commands/req | cache misses |"
         );
-        let _ = writeln!(out, "|---|---:|---:|---|---:|---:|---:|---:|---:|");
+        let _ = writeln!(out, "|---|---:|---:|---|---|---:|---:|---:|---:|---:|");
         for (t, s) in r.targets.iter().zip(&r.tp) {
             let ratio = med(s, &|x| Some(x.ratio));
             let rt = med(s, &|x| x.store_rt_per_req);
@@ -170,16 +171,17 @@ impl Bench<'_> {
             } else {
                 String::new()
             };
-            let baseline = if t.baseline == 5 && t.via != Via::Bare {
-                format!("{} (÷ new-cookie bare)", fmt_opt(ratio, 3))
+            let baseline = if t.baseline == t.name {
+                String::new()
             } else {
-                fmt_opt(ratio, 3)
+                r.targets[row(&r.targets, t.baseline)].label.to_string()
             };
             let _ = writeln!(
                 out,
-                "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 t.label,
                 med(s, &|x| Some(x.rps)),
+                fmt_opt(ratio, 3),
                 baseline,
                 target,
                 fmt_opt(med(s, &|x| Some(x.cpu_us_per_req)), 1),
@@ -192,19 +194,18 @@ impl Bench<'_> {
                     .unwrap_or_else(|| format!("{:.1}%", 100.0 * med(s, &|x| x.miss_fraction))),
             );
         }
-        let bare_cpu = med(&r.tp[0], &|x| Some(x.cpu_us_per_req));
+        let cpu = |i: usize| med(&r.tp[i], &|x| Some(x.cpu_us_per_req));
         let _ = writeln!(
             out,
-            "\nAdded proxy CPU per request over bare (medians): {}",
+            "\nAdded proxy CPU per request over the baseline (medians): {}",
             r.targets
                 .iter()
-                .zip(&r.tp)
-                .skip(1)
-                .filter(|(t, _)| t.cached)
-                .map(|(t, s)| format!(
-                    "{} +{:.1} µs",
+                .enumerate()
+                .filter(|(_, t)| t.baseline != t.name)
+                .map(|(i, t)| format!(
+                    "{} {:+.1} µs",
                     t.label,
-                    med(s, &|x| Some(x.cpu_us_per_req)) - bare_cpu
+                    cpu(i) - cpu(row(&r.targets, t.baseline))
                 ))
                 .collect::<Vec<_>>()
                 .join("; ")
@@ -214,7 +215,7 @@ impl Bench<'_> {
             let lat = &r.lat[k];
             let _ = writeln!(
                 out,
-                "\n| latency at {rate:.0} req/s ({} of bare's {:.0} req/s under oha), CO-corrected | p50 ms | p99 ms | added p50 ms | added p99 ms | target (added p99 ≤ 0.3 ms) |",
+                "\n| latency at {rate:.0} req/s ({} of bare's {:.0} req/s under oha), CO-corrected; added = row − first row | p50 ms | p99 ms | added p50 ms | added p99 ms | target (added p99 ≤ 0.3 ms) |",
                 if k == 0 { "½" } else { "¼" },
                 r.oha_capacity
             );

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::procs::{free_port, Proc};
+use crate::procs::{self, free_port, Proc, Role};
 
 pub const EMAIL: &str = "bench@example.com";
 pub const PASSWORD: &str = "Bench-Password-42";
@@ -73,16 +73,10 @@ impl Gateway {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    /// Starts `xelon-gateway serve`, under `wrapper` (e.g. valgrind and its options) if given.
+    /// Starts `xelon-gateway serve`, under `wrapper` (e.g. valgrind and its options) if given,
+    /// on the proxies' CPU.
     pub fn start(&mut self, bin: &Path, dir: &Path, wrapper: &[String]) -> Result<(), String> {
-        let mut cmd = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(bin);
-                c
-            }
-            None => Command::new(bin),
-        };
+        let mut cmd = procs::wrapped_command(Role::Proxy, wrapper, bin);
         cmd.arg("--config").arg(&self.config).arg("serve");
         self.proc_ = Some(Proc::spawn(&self.name, &mut cmd, dir)?);
         Ok(())

@@ -1,10 +1,13 @@
 //! The load generators: wrk (Debian's) for closed-loop throughput, oha (crates.io) with
 //! `--latency-correction` for latency at a fixed rate. Each run is bounded by its own duration.
+//! Both run on the CPUs that are not the proxy's (`procs::Role::Rest`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
+
+use crate::procs::{self, Role};
 
 /// Prints one JSON line when wrk is done; wrk's own summary is not meant for machines.
 const WRK_REPORT: &str = r#"
@@ -92,7 +95,7 @@ impl Wrk<'_> {
     /// One thread: wrk's event loop is cheap, and every cycle it does not use is one the proxy
     /// under test can have on this 2-core machine.
     pub async fn run(&self) -> Result<WrkResult, String> {
-        let mut cmd = tokio::process::Command::new("wrk");
+        let mut cmd = tokio::process::Command::from(procs::command(Role::Rest, "wrk"));
         cmd.arg("-t1")
             .arg(format!("-c{}", self.connections))
             .arg(format!("-d{}s", self.secs))
@@ -137,16 +140,16 @@ pub struct OhaResult {
 
 /// oha at a fixed rate, latencies corrected for coordinated omission (measured from when each
 /// request was due, not from when a busy connection got round to sending it); or, with no
-/// rate, as fast as it can (closed loop).
+/// rate, as fast as it can (closed loop). `header`: one extra request header, if any.
 pub async fn oha_run(
     oha: &Path,
     url: &str,
-    header: &str,
+    header: Option<&str>,
     rate: Option<f64>,
     connections: u32,
     secs: u32,
 ) -> Result<OhaResult, String> {
-    let mut cmd = tokio::process::Command::new(oha);
+    let mut cmd = tokio::process::Command::from(procs::command(Role::Rest, oha));
     cmd.arg("--no-tui")
         .arg("--output-format")
         .arg("json")
@@ -159,7 +162,10 @@ pub async fn oha_run(
             .arg(format!("{rate:.0}"))
             .arg("--latency-correction");
     }
-    cmd.arg("-H").arg(header).arg(url);
+    if let Some(header) = header {
+        cmd.arg("-H").arg(header);
+    }
+    cmd.arg(url);
     let out = run_bounded(cmd, secs).await?;
     let start = out
         .find('{')
