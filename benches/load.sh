@@ -7,7 +7,7 @@
 #   benches/load.sh                    # full: 5 interleaved rounds, medians
 #   benches/load.sh --short            # a few seconds per target (what CI runs, on debug builds)
 #   benches/load.sh --rounds 3 --secs 5 --latency-secs 10 --trials 50 --threads 1
-#   benches/load.sh --no-pin           # unpinned (default: proxies alone on the last CPU, the rest on the others)
+#   benches/load.sh --no-pin           # unpinned (default: the measured proxy alone on the last CPU, the rest on the others)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/need-packages cmake:cmake redis-server:redis-server wrk:wrk

@@ -370,7 +370,7 @@ impl<'a> Bench<'a> {
 
         // The bare proxy reads the embedded gateway's config: same server settings, same peer.
         let bare_port = free_port();
-        let mut bare_cmd = procs::wrapped_command(Role::Proxy, &valgrind("bare"), &me);
+        let mut bare_cmd = procs::wrapped_command(Role::Rest, &valgrind("bare"), &me);
         bare_cmd
             .arg("__bare-proxy")
             .arg(&emb.config)
@@ -437,11 +437,11 @@ impl<'a> Bench<'a> {
         for (p, role) in [
             (&upstream, Role::Rest),
             (&redis_proc, Role::Rest),
-            (&bare, Role::Proxy),
-            (emb.proc_(), Role::Proxy),
-            (emb_jwt.proc_(), Role::Proxy),
-            (ra.proc_(), Role::Proxy),
-            (rb.proc_(), Role::Proxy),
+            (&bare, Role::Rest),
+            (emb.proc_(), Role::Rest),
+            (emb_jwt.proc_(), Role::Rest),
+            (ra.proc_(), Role::Rest),
+            (rb.proc_(), Role::Rest),
         ] {
             if let Some(ok) = p.verify_pinned(role) {
                 checks.push((format!("pinned to the {role:?} CPUs: {}", p.name), ok));
@@ -536,6 +536,7 @@ impl<'a> Bench<'a> {
             Via::RedisA => Some(redis_calls(&mut self.redis).await?),
             _ => None,
         };
+        self.proc_of(t.via).move_to(Role::Proxy)?;
         let cpu0 = self.proc_of(t.via).cpu_us();
         let up0 = self.upstream.cpu_us();
         let w: WrkResult = Wrk {
@@ -549,6 +550,7 @@ impl<'a> Bench<'a> {
         .run()
         .await?;
         let cpu = self.proc_of(t.via).cpu_us() - cpu0;
+        self.proc_of(t.via).move_to(Role::Rest)?;
         let up = self.upstream.cpu_us() - up0;
         let redis1 = match t.via {
             Via::RedisA => Some(redis_calls(&mut self.redis).await?),
@@ -775,6 +777,7 @@ impl<'a> Bench<'a> {
         let lat_bare = &targets[lat_targets[0]];
         let bare_header = lat_bare.cred.header();
         let mut capacity = Vec::new();
+        self.proc_of(lat_bare.via).move_to(Role::Proxy)?;
         for _ in 0..opts.rounds.min(3) {
             let r = tools::oha_run(
                 &self.oha,
@@ -787,6 +790,7 @@ impl<'a> Bench<'a> {
             .await?;
             capacity.push(r.rps);
         }
+        self.proc_of(lat_bare.via).move_to(Role::Rest)?;
         let oha_capacity = median(&capacity);
         // Half of capacity, as the targets are stated; and a quarter, where the generator,
         // the upstream and the proxy together leave the 2 cores some slack, so that the
@@ -805,6 +809,7 @@ impl<'a> Bench<'a> {
             {
                 let t = &targets[i];
                 let header = t.cred.header();
+                self.proc_of(t.via).move_to(Role::Proxy)?;
                 let r = tools::oha_run(
                     &self.oha,
                     &self.url_of(t.via),
@@ -814,6 +819,7 @@ impl<'a> Bench<'a> {
                     opts.latency_secs,
                 )
                 .await?;
+                self.proc_of(t.via).move_to(Role::Rest)?;
                 eprintln!(
                     "round {}/{}  {:<52} at {rate:.0}/s: p50 {:.3} ms  p99 {:.3} ms  ({:.0} req/s done)",
                     round + 1,
@@ -855,6 +861,7 @@ impl<'a> Bench<'a> {
         // Logins at the configured argon2 parameters.
         let args = [seed::EMAIL.to_string(), seed::PASSWORD.to_string()];
         let login_url = self.emb.url("/auth/login");
+        self.emb.proc_().move_to(Role::All)?;
         let login = Wrk {
             url: &login_url,
             connections: 4,
@@ -865,6 +872,7 @@ impl<'a> Bench<'a> {
         }
         .run()
         .await?;
+        self.emb.proc_().move_to(Role::Rest)?;
         self.check(
             "every benchmark login succeeded".into(),
             login.errors == 0.0 && login.requests > 0.0,

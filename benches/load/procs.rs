@@ -68,6 +68,39 @@ impl Proc {
         cpu_us(self.pid())
     }
 
+    /// Moves every thread of the process to the CPUs of `role` (`taskset -a -p`), and checks
+    /// that each of them got there. A no-op while nothing is pinned. The proxies idle among the
+    /// `Rest` and are moved onto the proxy CPU only for their own runs: pinned there all the
+    /// time, the idle gateways' background work (timers, the sweeper, Redis feeds) ran on the
+    /// CPU being measured.
+    pub fn move_to(&self, role: Role) -> Result<(), String> {
+        let Some(cpus) = pinned_cpus(role) else {
+            return Ok(());
+        };
+        let pid = self.pid().to_string();
+        let moved = Command::new("taskset")
+            .args(["-a", "-p", "-c", &cpu_list(&cpus), &pid])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map_err(|e| format!("{}: {e}", self.name))?
+            .filter_map(|t| t.ok()?.file_name().to_str()?.parse::<u32>().ok());
+        for tid in threads {
+            let actual = cpus_allowed_of(&format!("/proc/{pid}/task/{tid}/status"));
+            // A thread that ended meanwhile has no status left to read.
+            if !moved || (!actual.is_empty() && actual != cpus) {
+                return Err(format!(
+                    "{}: thread {tid} may run on CPU {} after `taskset -a -p -c {}`",
+                    self.name,
+                    cpu_list(&actual),
+                    cpu_list(&cpus)
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Reads back where the process may run (/proc/PID/status) and prints it; while pinning is
     /// on, whether that is where `role` belongs. Call it once the process is up: until taskset
     /// has exec'd the program, the pid is taskset's.
@@ -180,11 +213,15 @@ pub fn have(cmd: &str) -> bool {
 /// What a process is to the measurement, and so where it runs.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Role {
-    /// A proxy under test (bare proxy, gateways): alone on the last CPU.
+    /// The proxy being measured (bare proxy or a gateway), alone on the last CPU for its run
+    /// (`Proc::move_to`); between their runs the proxies idle among the `Rest`.
     Proxy,
     /// Everything else the benchmark starts (upstream, redis-server, wrk, oha, perf): the other
     /// CPUs, so that it never competes with the proxy for its core.
     Rest,
+    /// Every CPU: the gateway during the login run, where the work is argon2 hashing on its
+    /// blocking threads and the figure is the machine's login capacity.
+    All,
 }
 
 /// The CPUs of each role.
@@ -227,7 +264,7 @@ pub fn pin_cpus(wanted: bool) -> String {
             rest: others.to_vec(),
         };
         let line = format!(
-            "CPU pinning (`taskset -c`): every proxy under test on CPU {}; upstream, redis-server, wrk, oha (and perf) on CPU {}",
+            "CPU pinning (`taskset`): the proxy being measured alone on CPU {}; upstream, redis-server, wrk, oha, perf and the idle proxies on CPU {}",
             cpu_list(&p.proxy),
             cpu_list(&p.rest)
         );
@@ -252,6 +289,11 @@ pub fn pinned_cpus(role: Role) -> Option<Vec<usize>> {
     PINNING.get()?.as_ref().map(|p| match role {
         Role::Proxy => p.proxy.clone(),
         Role::Rest => p.rest.clone(),
+        Role::All => {
+            let mut all = [p.rest.as_slice(), p.proxy.as_slice()].concat();
+            all.sort_unstable();
+            all
+        }
     })
 }
 
@@ -283,7 +325,12 @@ pub fn wrapped_command(role: Role, wrapper: &[String], program: impl AsRef<OsStr
 
 /// The CPUs process `pid` may run on, from `Cpus_allowed_list` in /proc/PID/status.
 pub fn cpus_allowed(pid: u32) -> Vec<usize> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+    cpus_allowed_of(&format!("/proc/{pid}/status"))
+}
+
+/// `Cpus_allowed_list` of a /proc status file (a process's or a thread's).
+fn cpus_allowed_of(status: &str) -> Vec<usize> {
+    std::fs::read_to_string(status)
         .ok()
         .and_then(|s| {
             s.lines()

@@ -96,6 +96,7 @@ impl Bench<'_> {
                     .status()
                     .map_err(|e| format!("callgrind_control: {e}"))
             };
+            self.proc_of(t.via).move_to(Role::Proxy)?;
             control("-z")?;
             let mut oha = tokio::process::Command::from(procs::command(Role::Rest, &self.oha));
             oha.args(["--no-tui", "-n", &n.to_string(), "-c", "4"]);
@@ -112,6 +113,7 @@ impl Bench<'_> {
                 .map_err(|_| "oha under callgrind took over 300 s".to_string())?
                 .map_err(|e| e.to_string())?;
             control("-d")?;
+            self.proc_of(t.via).move_to(Role::Rest)?;
             tokio::time::sleep(Duration::from_secs(2)).await;
             let (ir, allocs) = read_callgrind_dumps(dir, dump, &pid)?;
             let (ir, allocs) = (ir / f64::from(n), allocs / f64::from(n));

@@ -74,9 +74,9 @@ impl Gateway {
     }
 
     /// Starts `xelon-gateway serve`, under `wrapper` (e.g. valgrind and its options) if given,
-    /// on the proxies' CPU.
+    /// where idle proxies wait (`Proc::move_to` moves it onto the proxy CPU for its runs).
     pub fn start(&mut self, bin: &Path, dir: &Path, wrapper: &[String]) -> Result<(), String> {
-        let mut cmd = procs::wrapped_command(Role::Proxy, wrapper, bin);
+        let mut cmd = procs::wrapped_command(Role::Rest, wrapper, bin);
         cmd.arg("--config").arg(&self.config).arg("serve");
         self.proc_ = Some(Proc::spawn(&self.name, &mut cmd, dir)?);
         Ok(())
