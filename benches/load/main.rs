@@ -810,7 +810,8 @@ impl<'a> Bench<'a> {
                 let t = &targets[i];
                 let header = t.cred.header();
                 self.proc_of(t.via).move_to(Role::Proxy)?;
-                let r = tools::oha_run(
+                let generator_cpus = report::CpuBusy::start(procs::pinned_cpus(Role::Rest));
+                let mut r = tools::oha_run(
                     &self.oha,
                     &self.url_of(t.via),
                     header.as_deref(),
@@ -819,15 +820,17 @@ impl<'a> Bench<'a> {
                     opts.latency_secs,
                 )
                 .await?;
+                r.generator_cpu_busy = generator_cpus.fraction();
                 self.proc_of(t.via).move_to(Role::Rest)?;
                 eprintln!(
-                    "round {}/{}  {:<52} at {rate:.0}/s: p50 {:.3} ms  p99 {:.3} ms  ({:.0} req/s done)",
+                    "round {}/{}  {:<52} at {rate:.0}/s: p50 {:.3} ms  p99 {:.3} ms  ({:.0} req/s done, oha's CPU {:.0}% busy)",
                     round + 1,
                     opts.rounds,
                     t.label,
                     r.p50_ms,
                     r.p99_ms,
-                    r.rps
+                    r.rps,
+                    r.generator_cpu_busy * 100.0
                 );
                 lat[k][j].push(r);
             }

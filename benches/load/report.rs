@@ -57,6 +57,57 @@ pub(crate) fn cpu_times() -> Vec<f64> {
         .unwrap_or_default()
 }
 
+/// Busy and total time of some CPUs (their `cpuN` lines of /proc/stat), to tell how busy they
+/// were between two readings.
+pub(crate) struct CpuBusy {
+    cpus: Vec<usize>,
+    busy: f64,
+    total: f64,
+}
+
+impl CpuBusy {
+    /// Starts measuring `cpus`; every CPU if `None` (nothing pinned).
+    pub(crate) fn start(cpus: Option<Vec<usize>>) -> CpuBusy {
+        let cpus = cpus.unwrap_or_default();
+        let (busy, total) = cpu_ticks(&cpus);
+        CpuBusy { cpus, busy, total }
+    }
+
+    /// The busy fraction since `start` (0..1; NaN if /proc/stat could not be read).
+    pub(crate) fn fraction(&self) -> f64 {
+        let (busy, total) = cpu_ticks(&self.cpus);
+        (busy - self.busy) / (total - self.total)
+    }
+}
+
+/// (busy, total) ticks of `cpus` (all CPUs if empty): busy is everything but idle and iowait.
+fn cpu_ticks(cpus: &[usize]) -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let mut busy = 0.0;
+    let mut total = 0.0;
+    for line in stat.lines() {
+        let mut fields = line.split_whitespace();
+        let Some(name) = fields.next() else { continue };
+        let Some(n) = name.strip_prefix("cpu") else {
+            continue;
+        };
+        let wanted = match n.parse::<usize>() {
+            Ok(cpu) => cpus.contains(&cpu),
+            Err(_) => cpus.is_empty() && n.is_empty(),
+        };
+        if !wanted {
+            continue;
+        }
+        let ticks: Vec<f64> = fields.filter_map(|v| v.parse().ok()).collect();
+        // Guest time is already counted in user time.
+        let all: f64 = ticks.iter().take(8).sum();
+        let idle = ticks.get(3).copied().unwrap_or(0.0) + ticks.get(4).copied().unwrap_or(0.0);
+        busy += all - idle;
+        total += all;
+    }
+    (busy, total)
+}
+
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -215,11 +266,11 @@ impl Bench<'_> {
             let lat = &r.lat[k];
             let _ = writeln!(
                 out,
-                "\n| latency at {rate:.0} req/s ({} of bare's {:.0} req/s under oha), CO-corrected; added = row − first row | p50 ms | p99 ms | added p50 ms | added p99 ms | target (added p99 ≤ 0.3 ms) |",
+                "\n| latency at {rate:.0} req/s ({} of bare's {:.0} req/s under oha), CO-corrected; added = row − first row | p50 ms | p99 ms | added p50 ms | added p99 ms | target (added p99 ≤ 0.3 ms) | busy, oha's CPU |",
                 if k == 0 { "½" } else { "¼" },
                 r.oha_capacity
             );
-            let _ = writeln!(out, "|---|---:|---:|---:|---:|---|");
+            let _ = writeln!(out, "|---|---:|---:|---:|---:|---|---:|");
             let p = |j: usize, f: fn(&tools::OhaResult) -> f64| {
                 median(&lat[j].iter().map(f).collect::<Vec<_>>())
             };
@@ -247,10 +298,11 @@ impl Bench<'_> {
                 };
                 let _ = writeln!(
                     out,
-                    "| {} | {:.3} | {:.3} | {add50} | {add99} | {target} |",
+                    "| {} | {:.3} | {:.3} | {add50} | {add99} | {target} | {:.0}% |",
                     r.targets[i].label,
                     p(j, |x| x.p50_ms),
-                    p(j, |x| x.p99_ms)
+                    p(j, |x| x.p99_ms),
+                    p(j, |x| x.generator_cpu_busy) * 100.0
                 );
             }
         }

@@ -136,6 +136,9 @@ pub struct OhaResult {
     pub ok: f64,
     /// Responses other than 2xx and errors, except requests cut off by the run's deadline.
     pub failed: f64,
+    /// How busy the CPUs oha ran on were during the run (0..1), set by the caller
+    /// (`report::CpuBusy`): near 1, a latency tail is oha's and the upstream's run queue.
+    pub generator_cpu_busy: f64,
 }
 
 /// oha at a fixed rate, latencies corrected for coordinated omission (measured from when each
@@ -197,6 +200,7 @@ pub async fn oha_run(
         p99_ms: pct("p99"),
         ok,
         failed,
+        generator_cpu_busy: f64::NAN,
     })
 }
 
