@@ -84,7 +84,7 @@ impl Opts {
             latency_secs: value("--latency-secs").map_or(latency_secs, |v| v.max(1) as u32),
             threads: value("--threads").map_or(1, |v| v.max(1) as usize),
             connections: 32,
-            oha_connections: 16,
+            oha_connections: value("--oha-connections").map_or(16, |v| v.max(1) as u32),
             trials: value("--trials").map_or(trials, |v| v.max(1) as usize),
             login_secs,
             pin: !flag("--no-pin"),
