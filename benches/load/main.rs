@@ -48,6 +48,10 @@ struct Opts {
     login_secs: u32,
     /// Pin the proxies to the last CPU and the rest to the others (off with `--no-pin`).
     pin: bool,
+    /// `--uncorrected`: the fixed-rate runs without oha's latency correction. A diagnostic (the
+    /// latency target is about corrected figures): it tells the proxy's own tail from the one
+    /// the load generator's schedule adds.
+    latency_correction: bool,
     /// `--perf DIR`: instead of the benchmark, record `perf` profiles of the proxies under load.
     perf: Option<PathBuf>,
     /// `--callgrind DIR`: instead of the benchmark, run the bare proxy and the embedded gateway
@@ -88,6 +92,7 @@ impl Opts {
             trials: value("--trials").map_or(trials, |v| v.max(1) as usize),
             login_secs,
             pin: !flag("--no-pin"),
+            latency_correction: !flag("--uncorrected"),
             perf: path("--perf"),
             callgrind: path("--callgrind"),
         }
@@ -784,6 +789,7 @@ impl<'a> Bench<'a> {
                 &self.url_of(lat_bare.via),
                 bare_header.as_deref(),
                 None,
+                true,
                 opts.oha_connections,
                 opts.secs.min(3),
             )
@@ -816,6 +822,7 @@ impl<'a> Bench<'a> {
                     &self.url_of(t.via),
                     header.as_deref(),
                     Some(rate),
+                    opts.latency_correction,
                     opts.oha_connections,
                     opts.latency_secs,
                 )

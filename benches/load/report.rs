@@ -201,8 +201,16 @@ impl Bench<'_> {
         let _ = writeln!(
             out,
             "- closed loop: wrk, 1 thread, {} connections, {} s per run; fixed rate: oha \
-             --latency-correction, {} connections, {} s per run",
-            o.connections, o.secs, o.oha_connections, o.latency_secs
+             {}, {} connections, {} s per run",
+            o.connections,
+            o.secs,
+            if o.latency_correction {
+                "--latency-correction"
+            } else {
+                "WITHOUT --latency-correction (--uncorrected: a diagnostic, not the target's figure)"
+            },
+            o.oha_connections,
+            o.latency_secs
         );
         let _ = writeln!(out, "- {}", self.pinning);
         let _ = writeln!(
@@ -266,9 +274,14 @@ impl Bench<'_> {
             let lat = &r.lat[k];
             let _ = writeln!(
                 out,
-                "\n| latency at {rate:.0} req/s ({} of bare's {:.0} req/s under oha), CO-corrected; added = row − first row | p50 ms | p99 ms | added p50 ms | added p99 ms | target (added p99 ≤ 0.3 ms) | busy, oha's CPU |",
+                "\n| latency at {rate:.0} req/s ({} of bare's {:.0} req/s under oha), {}; added = row − first row | p50 ms | p99 ms | added p50 ms | added p99 ms | target (added p99 ≤ 0.3 ms) | busy, oha's CPU |",
                 if k == 0 { "½" } else { "¼" },
-                r.oha_capacity
+                r.oha_capacity,
+                if o.latency_correction {
+                    "CO-corrected"
+                } else {
+                    "NOT CO-corrected"
+                }
             );
             let _ = writeln!(out, "|---|---:|---:|---:|---:|---|---:|");
             let p = |j: usize, f: fn(&tools::OhaResult) -> f64| {
@@ -293,7 +306,11 @@ impl Bench<'_> {
                     (
                         format!("{a50:+.3}"),
                         format!("{a99:+.3}"),
-                        verdict(a99 <= 0.3).to_string(),
+                        if o.latency_correction {
+                            verdict(a99 <= 0.3).to_string()
+                        } else {
+                            "n/a (uncorrected)".to_string()
+                        },
                     )
                 };
                 let _ = writeln!(

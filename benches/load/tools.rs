@@ -142,13 +142,15 @@ pub struct OhaResult {
 }
 
 /// oha at a fixed rate, latencies corrected for coordinated omission (measured from when each
-/// request was due, not from when a busy connection got round to sending it); or, with no
-/// rate, as fast as it can (closed loop). `header`: one extra request header, if any.
+/// request was due, not from when a busy connection got round to sending it) unless
+/// `corrected` is false (`--uncorrected`, a diagnostic); or, with no rate, as fast as it can
+/// (closed loop). `header`: one extra request header, if any.
 pub async fn oha_run(
     oha: &Path,
     url: &str,
     header: Option<&str>,
     rate: Option<f64>,
+    corrected: bool,
     connections: u32,
     secs: u32,
 ) -> Result<OhaResult, String> {
@@ -161,9 +163,10 @@ pub async fn oha_run(
         .arg("-c")
         .arg(connections.to_string());
     if let Some(rate) = rate {
-        cmd.arg("-q")
-            .arg(format!("{rate:.0}"))
-            .arg("--latency-correction");
+        cmd.arg("-q").arg(format!("{rate:.0}"));
+        if corrected {
+            cmd.arg("--latency-correction");
+        }
     }
     if let Some(header) = header {
         cmd.arg("-H").arg(header);
