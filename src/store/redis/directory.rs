@@ -61,21 +61,53 @@ return 0
     ))
 });
 
-/// KEYS: org. ARGV: days. Returns the updated JSON, or nil if there is no such organization.
-static SET_SESSION_DURATION: LazyLock<Script> = LazyLock::new(|| {
+/// KEYS: org. ARGV: field, value, `number` or `string`. Sets one field of an organization record
+/// in place (session duration, two-factor policy); returns the updated JSON, or nil if there is
+/// no such organization. (Organization records hold no arrays, so cjson may re-encode them.)
+static SET_ORG_FIELD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local raw = redis.call('GET', KEYS[1])
 if not raw then return false end
 local ok, org = pcall(cjson.decode, raw)
 if not ok or type(org) ~= 'table' then return redis.error_reply('CORRUPT ' .. KEYS[1]) end
-org.session_duration_days = tonumber(ARGV[1])
+local value = ARGV[2]
+if ARGV[3] == 'number' then value = tonumber(value) end
+org[ARGV[1]] = value
 raw = cjson.encode(org)
 redis.call('SET', KEYS[1], raw, 'KEEPTTL')
 return raw
 "#,
     )
 });
+
+/// The value of one organization field, as `SET_ORG_FIELD` writes it.
+pub(super) enum OrgField<'a> {
+    Number(u32),
+    Text(&'a str),
+}
+
+impl RedisStore {
+    /// Sets one field of an organization record atomically; `None` if there is no such
+    /// organization.
+    pub(super) async fn set_org_field(
+        &self,
+        org_id: &str,
+        field: &str,
+        value: OrgField<'_>,
+    ) -> StoreResult<Option<Organization>> {
+        let key = org_key(org_id);
+        let mut inv = SET_ORG_FIELD.prepare_invoke();
+        inv.key(&key).arg(field);
+        match value {
+            OrgField::Number(n) => inv.arg(n).arg("number"),
+            OrgField::Text(t) => inv.arg(t).arg("string"),
+        };
+        let raw: Option<Vec<u8>> = self.eval(&inv).await?;
+        raw.map(|bytes| decode(&key, &bytes)).transpose()
+    }
+}
+
 /// KEYS: user, new email, old email. ARGV: expected version, new JSON, user id, key prefix.
 /// Compare-and-set on the user's `version` (decoded, never re-encoded: user records hold
 /// arrays, which cjson cannot round-trip). Returns 1 if written, 0 if the version moved or the
@@ -167,13 +199,11 @@ impl DirectoryStore for RedisStore {
         org_id: &str,
         days: u32,
     ) -> StoreResult<Option<Organization>> {
-        observed(&self.metrics, "set_session_duration", async {
-            let key = org_key(org_id);
-            let mut inv = SET_SESSION_DURATION.prepare_invoke();
-            inv.key(&key).arg(days);
-            let raw: Option<Vec<u8>> = self.eval(&inv).await?;
-            raw.map(|bytes| decode(&key, &bytes)).transpose()
-        })
+        observed(
+            &self.metrics,
+            "set_session_duration",
+            self.set_org_field(org_id, "session_duration_days", OrgField::Number(days)),
+        )
         .await
     }
 

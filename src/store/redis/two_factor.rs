@@ -11,6 +11,7 @@ use std::sync::LazyLock;
 use async_trait::async_trait;
 use redis::Script;
 
+use super::directory::OrgField;
 use super::{key, RedisStore};
 use crate::clock::UnixTime;
 use crate::store::two_factor::{Ticket, TicketStore, TwoFactor, TwoFactorPolicy, TwoFactorStore};
@@ -101,23 +102,6 @@ return attempts
     )
 });
 
-/// KEYS: org. ARGV: policy. Returns the updated JSON, or nil if there is no such organization.
-/// (Organization records hold no arrays, so cjson may re-encode them.)
-static SET_POLICY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local raw = redis.call('GET', KEYS[1])
-if not raw then return false end
-local ok, org = pcall(cjson.decode, raw)
-if not ok or type(org) ~= 'table' then return redis.error_reply('CORRUPT ' .. KEYS[1]) end
-org.two_factor = ARGV[1]
-raw = cjson.encode(org)
-redis.call('SET', KEYS[1], raw, 'KEEPTTL')
-return raw
-"#,
-    )
-});
-
 #[async_trait]
 impl TwoFactorStore for RedisStore {
     async fn set_two_factor_policy(
@@ -126,15 +110,12 @@ impl TwoFactorStore for RedisStore {
         policy: TwoFactorPolicy,
     ) -> StoreResult<Option<Organization>> {
         observed(&self.metrics, "set_two_factor_policy", async {
-            let k = key("org", org_id);
             let policy = match serde_json::to_value(policy) {
                 Ok(serde_json::Value::String(p)) => p,
                 _ => "off".to_string(),
             };
-            let mut inv = SET_POLICY.prepare_invoke();
-            inv.key(&k).arg(policy);
-            let raw: Option<Vec<u8>> = self.eval(&inv).await?;
-            raw.map(|b| decode(&k, &b)).transpose()
+            self.set_org_field(org_id, "two_factor", OrgField::Text(&policy))
+                .await
         })
         .await
     }
