@@ -43,18 +43,25 @@ pub(crate) fn loadavg() -> String {
 /// The machine's CPU time counters (`cpu` line of /proc/stat: user nice system idle iowait irq
 /// softirq steal ...), in ticks.
 pub(crate) fn cpu_times() -> Vec<f64> {
-    std::fs::read_to_string("/proc/stat")
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().next()?.to_string();
-            Some(
-                line.split_whitespace()
-                    .skip(1)
-                    .filter_map(|v| v.parse().ok())
-                    .collect(),
-            )
-        })
+    cpu_stat_lines()
+        .into_iter()
+        .find_map(|(name, ticks)| (name == "cpu").then_some(ticks))
         .unwrap_or_default()
+}
+
+/// The `cpu` lines of /proc/stat: the machine's (`cpu`) and each CPU's (`cpu0`, ...), with
+/// their counters in ticks.
+fn cpu_stat_lines() -> Vec<(String, Vec<f64>)> {
+    std::fs::read_to_string("/proc/stat")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("cpu"))
+        .filter_map(|l| {
+            let mut fields = l.split_whitespace();
+            let name = fields.next()?.to_string();
+            Some((name, fields.filter_map(|v| v.parse().ok()).collect()))
+        })
+        .collect()
 }
 
 /// Busy and total time of some CPUs (their `cpuN` lines of /proc/stat), to tell how busy they
@@ -82,23 +89,16 @@ impl CpuBusy {
 
 /// (busy, total) ticks of `cpus` (all CPUs if empty): busy is everything but idle and iowait.
 fn cpu_ticks(cpus: &[usize]) -> (f64, f64) {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let mut busy = 0.0;
     let mut total = 0.0;
-    for line in stat.lines() {
-        let mut fields = line.split_whitespace();
-        let Some(name) = fields.next() else { continue };
-        let Some(n) = name.strip_prefix("cpu") else {
-            continue;
-        };
-        let wanted = match n.parse::<usize>() {
+    for (name, ticks) in cpu_stat_lines() {
+        let wanted = match name["cpu".len()..].parse::<usize>() {
             Ok(cpu) => cpus.contains(&cpu),
-            Err(_) => cpus.is_empty() && n.is_empty(),
+            Err(_) => cpus.is_empty(),
         };
         if !wanted {
             continue;
         }
-        let ticks: Vec<f64> = fields.filter_map(|v| v.parse().ok()).collect();
         // Guest time is already counted in user time.
         let all: f64 = ticks.iter().take(8).sum();
         let idle = ticks.get(3).copied().unwrap_or(0.0) + ticks.get(4).copied().unwrap_or(0.0);
